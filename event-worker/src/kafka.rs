@@ -1,0 +1,97 @@
+//! The Kafka consumer: settings, rebalance notifications and lag statistics.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::statistics::Statistics;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// What a rebalance changed, for the pipeline to apply between two records.
+#[derive(Debug)]
+pub enum RebalanceEvent {
+    Revoked(Vec<i32>),
+    Assigned(Vec<i32>),
+}
+
+/// Callbacks run inside `recv()` on the pipeline's own task; they only report,
+/// the pipeline acts (see [`crate::pipeline`]).
+pub struct WorkerContext {
+    rebalances: Mutex<mpsc::Sender<RebalanceEvent>>,
+    metrics: Arc<Metrics>,
+    topic: String,
+}
+
+impl ClientContext for WorkerContext {
+    fn stats(&self, statistics: Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
+        for (partition, stats) in &topic.partitions {
+            // -1 is librdkafka's internal "unassigned" partition.
+            if *partition >= 0 && stats.consumer_lag >= 0 {
+                let label = partition.to_string();
+                self.metrics.consumer_lag.with_label_values(&[label.as_str()]).set(stats.consumer_lag);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for WorkerContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(list) = rebalance {
+            self.report(RebalanceEvent::Revoked(partitions(list)));
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(list) => self.report(RebalanceEvent::Assigned(partitions(list))),
+            Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+impl WorkerContext {
+    fn report(&self, event: RebalanceEvent) {
+        let sender = self.rebalances.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = sender.send(event);
+    }
+}
+
+fn partitions(list: &rdkafka::TopicPartitionList) -> Vec<i32> {
+    list.elements().iter().map(|e| e.partition()).collect()
+}
+
+pub fn consumer(
+    config: &Config,
+    metrics: Arc<Metrics>,
+) -> KafkaResult<(StreamConsumer<WorkerContext>, mpsc::Receiver<RebalanceEvent>)> {
+    let (sender, receiver) = mpsc::channel();
+    let context = WorkerContext {
+        rebalances: Mutex::new(sender),
+        metrics,
+        topic: config.raw_topic.clone(),
+    };
+    let consumer: StreamConsumer<WorkerContext> = ClientConfig::new()
+        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("group.id", &config.consumer_group)
+        .set("client.id", "powehi-event-worker")
+        // Offsets move only when the pipeline commits after a successful insert.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", config.kafka_session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (config.kafka_session_timeout_ms / 4).max(100).to_string())
+        // Bounded prefetch: at most this much per partition waits in memory.
+        .set("queued.max.messages.kbytes", "16384")
+        .set("statistics.interval.ms", "5000")
+        .create_with_context(context)?;
+    Ok((consumer, receiver))
+}

@@ -1,0 +1,103 @@
+//! Powehi event worker.
+//!
+//! Layout:
+//! - [`config`]: flags and `POWEHI_*` variables.
+//! - [`kafka`]: the consumer and its rebalance/statistics callbacks.
+//! - [`pipeline`]: consume → decode → batch → insert → commit, in order.
+//! - [`rows`]: a record becomes an `events` or `rejected_events` row.
+//! - [`batch`]: rows and offsets waiting for the next insert.
+//! - [`replay`]: why a record is never written twice.
+//! - [`store`]: ClickHouse migrations, inserts and stored offsets.
+//! - [`http`], [`metrics`]: probes and Prometheus.
+
+pub mod batch;
+pub mod config;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod pipeline;
+pub mod replay;
+pub mod rows;
+pub mod store;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::consumer::Consumer;
+use tokio::sync::watch;
+
+pub use config::Config;
+
+use crate::batch::Limits;
+use crate::http::Health;
+use crate::metrics::Metrics;
+use crate::pipeline::Pipeline;
+use crate::store::Store;
+
+/// Runs the worker until `shutdown` resolves, then writes the last batch,
+/// commits and leaves the consumer group.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new()?);
+    let health = Arc::new(Health {
+        metrics: metrics.clone(),
+        started: AtomicBool::new(false),
+        sink_ok: Arc::new(AtomicBool::new(true)),
+    });
+    let server = http::serve(config.http_addr, health.clone()).with_context(|| format!("binding {}", config.http_addr))?;
+    tracing::info!(addr = %config.http_addr, "worker probes listening");
+
+    let (stop, stopping) = watch::channel(false);
+    let store = Store::new(&config);
+    tokio::pin!(shutdown);
+    let migrated = async {
+        loop {
+            match store.migrate().await {
+                Ok(()) => return,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot apply clickhouse migrations yet, retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    };
+    tokio::select! {
+        _ = migrated => tracing::info!(database = %config.clickhouse_database, "clickhouse migrations applied"),
+        _ = &mut shutdown => {
+            server.stop(true).await;
+            return Ok(());
+        }
+    }
+
+    let (consumer, rebalances) = kafka::consumer(&config, metrics.clone()).context("creating the kafka consumer")?;
+    consumer.subscribe(&[&config.raw_topic]).context("subscribing to the raw topic")?;
+    health.started.store(true, Ordering::Relaxed);
+    tracing::info!(topic = %config.raw_topic, group = %config.consumer_group, "consuming");
+
+    let limits = Limits {
+        max_rows: config.batch_max_rows,
+        max_bytes: config.batch_max_bytes,
+        max_age: config.batch_max_age(),
+    };
+    let pipeline = Pipeline::new(
+        consumer,
+        rebalances,
+        store,
+        config.raw_topic.clone(),
+        limits,
+        metrics,
+        health.sink_ok.clone(),
+        stopping,
+    );
+    let running = tokio::spawn(pipeline.run());
+    shutdown.await;
+    tracing::info!("shutdown requested");
+    let _ = stop.send(true);
+    if let Err(error) = running.await {
+        tracing::error!(%error, "pipeline task failed");
+    }
+    server.stop(true).await;
+    Ok(())
+}

@@ -1,0 +1,94 @@
+//! Prometheus metrics of the worker, all named `powehi_worker_*`.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub records_consumed: IntCounter,
+    /// Rows written, by table (`events`, `rejected_events`).
+    pub rows_inserted: IntCounterVec,
+    /// Records found already stored after a crash or rebalance, not written again.
+    pub records_skipped: IntCounter,
+    /// Records that were not Powehi envelopes (stored as rejected).
+    pub poison_records: IntCounter,
+    pub insert_duration: Histogram,
+    pub batch_rows: Histogram,
+    /// Failed ClickHouse calls (each is retried).
+    pub clickhouse_errors: IntCounter,
+    /// Offset commits by result (`ok`, `error`).
+    pub commits: IntCounterVec,
+    pub assigned_partitions: IntGauge,
+    /// 1 while consumption is paused because ClickHouse cannot be written.
+    pub paused: IntGauge,
+    /// Records behind the partition's end, from librdkafka statistics.
+    pub consumer_lag: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let metrics = Self {
+            records_consumed: IntCounter::new("powehi_worker_records_consumed_total", "Kafka records read")?,
+            rows_inserted: IntCounterVec::new(
+                Opts::new("powehi_worker_rows_inserted_total", "Rows written to ClickHouse by table"),
+                &["table"],
+            )?,
+            records_skipped: IntCounter::new(
+                "powehi_worker_records_skipped_total",
+                "Records already stored before a crash or rebalance, skipped on replay",
+            )?,
+            poison_records: IntCounter::new(
+                "powehi_worker_poison_records_total",
+                "Records that were not Powehi envelopes",
+            )?,
+            insert_duration: Histogram::with_opts(
+                HistogramOpts::new("powehi_worker_clickhouse_insert_duration_seconds", "Duration of one batch insert")
+                    .buckets(exponential_buckets(0.001, 2.0, 16)?),
+            )?,
+            batch_rows: Histogram::with_opts(
+                HistogramOpts::new("powehi_worker_batch_rows", "Rows per written batch")
+                    .buckets(exponential_buckets(1.0, 4.0, 10)?),
+            )?,
+            clickhouse_errors: IntCounter::new("powehi_worker_clickhouse_errors_total", "Failed ClickHouse calls")?,
+            commits: IntCounterVec::new(
+                Opts::new("powehi_worker_commits_total", "Kafka offset commits by result"),
+                &["result"],
+            )?,
+            assigned_partitions: IntGauge::new(
+                "powehi_worker_assigned_partitions",
+                "Raw-topic partitions this worker owns",
+            )?,
+            paused: IntGauge::new("powehi_worker_paused", "1 while ClickHouse cannot be written")?,
+            consumer_lag: IntGaugeVec::new(
+                Opts::new("powehi_worker_consumer_lag", "Records not yet consumed, per partition"),
+                &["partition"],
+            )?,
+            registry: Registry::new(),
+        };
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(metrics.records_consumed.clone()),
+            Box::new(metrics.rows_inserted.clone()),
+            Box::new(metrics.records_skipped.clone()),
+            Box::new(metrics.poison_records.clone()),
+            Box::new(metrics.insert_duration.clone()),
+            Box::new(metrics.batch_rows.clone()),
+            Box::new(metrics.clickhouse_errors.clone()),
+            Box::new(metrics.commits.clone()),
+            Box::new(metrics.assigned_partitions.clone()),
+            Box::new(metrics.paused.clone()),
+            Box::new(metrics.consumer_lag.clone()),
+        ];
+        for collector in collectors {
+            metrics.registry.register(collector)?;
+        }
+        Ok(metrics)
+    }
+
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}

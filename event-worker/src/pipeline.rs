@@ -1,0 +1,346 @@
+//! The consume → decode → batch → insert → commit loop.
+//!
+//! Contract: a Kafka offset is committed only after every record below it is in
+//! ClickHouse (as an event or a rejection), and a record is written at most once
+//! (see [`crate::replay`]). Records of one partition are handled in order.
+//!
+//! One task does everything in sequence, which is what makes rebalances simple:
+//! rebalance callbacks only run inside `recv()`, and no insert is ever in flight
+//! while `recv()` runs, so when a partition is revoked the only thing to do is to
+//! forget its unwritten rows (the new owner reads them from the committed offset).
+//! While ClickHouse cannot be written, the owned partitions are paused (no new
+//! records pile up) but the consumer is still polled, so it keeps its group
+//! membership and still serves rebalances; the batch is retried with backoff
+//! until it is written. Nothing is dropped.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::watch;
+
+use crate::batch::{Batch, Limits};
+use crate::kafka::{RebalanceEvent, WorkerContext};
+use crate::metrics::Metrics;
+use crate::replay::StoredOffsets;
+use crate::rows::{decode, Decoded, Position};
+use crate::store::{Store, StoreError};
+
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+pub struct Pipeline {
+    consumer: StreamConsumer<WorkerContext>,
+    rebalances: mpsc::Receiver<RebalanceEvent>,
+    store: Store,
+    topic: String,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    batch: Batch,
+    /// Partitions this worker owns now.
+    assignment: BTreeSet<i32>,
+    /// Per owned partition, the offsets already stored (absent: not asked yet).
+    stored: HashMap<i32, StoredOffsets>,
+    /// Records received while waiting for ClickHouse, handled before new ones.
+    held: VecDeque<OwnedMessage>,
+    paused: bool,
+    /// Shared with the health endpoint: false while ClickHouse cannot be written.
+    healthy_sink: Arc<AtomicBool>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Why a wait was cut short.
+struct ShuttingDown;
+
+impl Pipeline {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        consumer: StreamConsumer<WorkerContext>,
+        rebalances: mpsc::Receiver<RebalanceEvent>,
+        store: Store,
+        topic: String,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+        healthy_sink: Arc<AtomicBool>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            consumer,
+            rebalances,
+            store,
+            topic,
+            limits,
+            metrics,
+            batch: Batch::default(),
+            assignment: BTreeSet::new(),
+            stored: HashMap::new(),
+            held: VecDeque::new(),
+            paused: false,
+            healthy_sink,
+            shutdown,
+        }
+    }
+
+    pub async fn run(mut self) {
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            if let Some(message) = self.held.pop_front() {
+                if self.handle(message).await.is_err() {
+                    break;
+                }
+            } else {
+                let deadline = self.batch.deadline(&self.limits);
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    received = self.consumer.recv() => match received {
+                        Ok(message) => self.held.push_back(message.detach()),
+                        Err(error) => {
+                            tracing::warn!(%error, "kafka consumer error");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    },
+                    _ = sleep_until(deadline), if deadline.is_some() => {}
+                }
+                self.apply_rebalances();
+            }
+            let due = self.batch.deadline(&self.limits).is_some_and(|d| d <= Instant::now());
+            if (self.batch.is_full(&self.limits) || due) && self.flush().await.is_err() {
+                break;
+            }
+        }
+        self.finish().await;
+    }
+
+    /// Final flush and commit on shutdown; records not written stay uncommitted
+    /// and are read again by whoever owns their partition next.
+    async fn finish(mut self) {
+        tracing::info!(rows = self.batch.rows(), "shutting down: writing the last batch");
+        if !self.batch.is_empty() {
+            match self.write_batch_once().await {
+                Ok(()) => {
+                    let offsets = self.batch.finish();
+                    self.commit(&offsets);
+                }
+                Err(error) => tracing::warn!(%error, "last batch not written; it will be read again"),
+            }
+        }
+        self.consumer.unsubscribe();
+        tracing::info!("stopped");
+    }
+
+    async fn handle(&mut self, message: OwnedMessage) -> Result<(), ShuttingDown> {
+        let position = Position {
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        if !self.assignment.contains(&position.partition) {
+            return Ok(()); // revoked while the record waited
+        }
+        self.metrics.records_consumed.inc();
+        if !self.stored.contains_key(&position.partition) {
+            let Position { partition, offset } = position;
+            let offsets = self
+                .with_clickhouse(|store| async move { store.stored_offsets(partition, offset).await })
+                .await?;
+            if !offsets.is_empty() {
+                tracing::info!(partition = position.partition, count = offsets.len(), "records already stored will be skipped");
+            }
+            if !self.assignment.contains(&position.partition) {
+                return Ok(()); // revoked while asking
+            }
+            self.stored.insert(position.partition, StoredOffsets::new(offsets));
+        }
+        if self.stored.get_mut(&position.partition).is_some_and(|s| s.contains(position.offset)) {
+            self.metrics.records_skipped.inc();
+            self.batch.mark_handled(position);
+            return Ok(());
+        }
+        let payload = message.payload().unwrap_or_default();
+        let decoded = decode(payload, position);
+        if matches!(decoded, Decoded::Poison(_)) {
+            self.metrics.poison_records.inc();
+            tracing::warn!(partition = position.partition, offset = position.offset, "record is not a powehi envelope; stored as rejected");
+        }
+        self.batch.push(decoded, position, payload.len());
+        Ok(())
+    }
+
+    /// Writes the batch (retrying until ClickHouse takes it) and commits.
+    async fn flush(&mut self) -> Result<(), ShuttingDown> {
+        loop {
+            match self.write_batch_once().await {
+                Ok(()) => break,
+                Err(error) => self.wait_for_clickhouse(error).await?,
+            }
+        }
+        self.resume_if_paused();
+        let offsets = self.batch.finish();
+        self.commit(&offsets);
+        Ok(())
+    }
+
+    /// One attempt. Each table's rows are forgotten as soon as they are written,
+    /// so a retry never writes them twice.
+    async fn write_batch_once(&mut self) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let rows = self.batch.rows();
+        if !self.batch.events.is_empty() {
+            self.store.insert_events(&self.batch.events).await?;
+            self.metrics.rows_inserted.with_label_values(&["events"]).inc_by(self.batch.events.len() as u64);
+            self.batch.events.clear();
+        }
+        if !self.batch.rejected.is_empty() {
+            self.store.insert_rejected(&self.batch.rejected).await?;
+            self.metrics.rows_inserted.with_label_values(&["rejected_events"]).inc_by(self.batch.rejected.len() as u64);
+            self.batch.rejected.clear();
+        }
+        if rows > 0 {
+            self.metrics.insert_duration.observe(started.elapsed().as_secs_f64());
+            self.metrics.batch_rows.observe(rows as f64);
+        }
+        Ok(())
+    }
+
+    /// Runs a ClickHouse call until it succeeds, pausing consumption meanwhile.
+    async fn with_clickhouse<T, F, Fut>(&mut self, call: F) -> Result<T, ShuttingDown>
+    where
+        F: Fn(Store) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        loop {
+            match call(self.store.clone()).await {
+                Ok(value) => {
+                    self.resume_if_paused();
+                    return Ok(value);
+                }
+                Err(error) => self.wait_for_clickhouse(error).await?,
+            }
+        }
+    }
+
+    /// Pauses the owned partitions and waits a backoff step while still polling
+    /// the consumer (group membership, rebalances).
+    async fn wait_for_clickhouse(&mut self, error: StoreError) -> Result<(), ShuttingDown> {
+        self.metrics.clickhouse_errors.inc();
+        let attempt_backoff = if self.paused {
+            MAX_BACKOFF
+        } else {
+            tracing::warn!(%error, "clickhouse unavailable: pausing consumption until it is back");
+            self.paused = true;
+            self.metrics.paused.set(1);
+            self.healthy_sink.store(false, Ordering::Relaxed);
+            self.pause(&self.assignment.iter().copied().collect::<Vec<_>>());
+            Duration::from_millis(500)
+        };
+        tracing::debug!(%error, "clickhouse call failed, retrying");
+        let until = tokio::time::Instant::now() + attempt_backoff;
+        let mut shutdown = self.shutdown.clone();
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return Err(ShuttingDown),
+                received = self.consumer.recv() => {
+                    if let Ok(message) = received {
+                        self.held.push_back(message.detach());
+                    }
+                }
+                _ = tokio::time::sleep_until(until) => {
+                    self.apply_rebalances();
+                    return Ok(());
+                }
+            }
+            self.apply_rebalances();
+        }
+    }
+
+    fn resume_if_paused(&mut self) {
+        if !self.paused {
+            return;
+        }
+        self.paused = false;
+        self.metrics.paused.set(0);
+        self.healthy_sink.store(true, Ordering::Relaxed);
+        let partitions = self.partition_list(self.assignment.iter().map(|&p| (p, Offset::Invalid)));
+        if let Err(error) = self.consumer.resume(&partitions) {
+            tracing::warn!(%error, "cannot resume partitions");
+        }
+        tracing::info!("clickhouse is back: consumption resumed");
+    }
+
+    fn pause(&self, partitions: &[i32]) {
+        let list = self.partition_list(partitions.iter().map(|&p| (p, Offset::Invalid)));
+        if let Err(error) = self.consumer.pause(&list) {
+            tracing::warn!(%error, "cannot pause partitions");
+        }
+    }
+
+    /// Applies what the rebalance callbacks reported since the last call.
+    fn apply_rebalances(&mut self) {
+        while let Ok(event) = self.rebalances.try_recv() {
+            match event {
+                RebalanceEvent::Revoked(partitions) => {
+                    tracing::info!(?partitions, "partitions revoked");
+                    self.batch.drop_partitions(&partitions);
+                    self.held.retain(|m| !partitions.contains(&m.partition()));
+                    for partition in &partitions {
+                        self.assignment.remove(partition);
+                        self.stored.remove(partition);
+                    }
+                }
+                RebalanceEvent::Assigned(partitions) => {
+                    tracing::info!(?partitions, "partitions assigned");
+                    for partition in &partitions {
+                        self.assignment.insert(*partition);
+                        self.stored.remove(partition);
+                    }
+                    if self.paused {
+                        self.pause(&partitions);
+                    }
+                }
+            }
+            self.metrics.assigned_partitions.set(self.assignment.len() as i64);
+        }
+    }
+
+    /// Commits synchronously: when this returns the offsets are durable in Kafka
+    /// (or the failure is logged and the same range is committed next time;
+    /// until then a crash replays it and [`crate::replay`] skips what is stored).
+    fn commit(&self, next_offsets: &BTreeMap<i32, i64>) {
+        let owned = next_offsets.iter().filter(|(p, _)| self.assignment.contains(p));
+        // The list holds the *next* offset to read (last handled + 1), as Kafka expects.
+        let list = self.partition_list(owned.map(|(&p, &next)| (p, Offset::Offset(next))));
+        if list.count() == 0 {
+            return;
+        }
+        let result = tokio::task::block_in_place(|| self.consumer.commit(&list, CommitMode::Sync));
+        match result {
+            Ok(()) => self.metrics.commits.with_label_values(&["ok"]).inc(),
+            Err(error) => {
+                self.metrics.commits.with_label_values(&["error"]).inc();
+                tracing::warn!(%error, "offset commit failed; the range will be replayed and deduplicated if needed");
+            }
+        }
+    }
+
+    fn partition_list(&self, partitions: impl Iterator<Item = (i32, Offset)>) -> TopicPartitionList {
+        let mut list = TopicPartitionList::new();
+        for (partition, offset) in partitions {
+            if let Err(error) = list.add_partition_offset(&self.topic, partition, offset) {
+                tracing::warn!(%error, partition, "cannot build partition list");
+            }
+        }
+        list
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}

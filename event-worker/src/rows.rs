@@ -1,0 +1,220 @@
+//! From a Kafka record to a ClickHouse row.
+//!
+//! Every record becomes exactly one row: an [`EventRow`] for an accepted event, a
+//! [`RejectedRow`] for an event the gateway refused or a record that is not an
+//! envelope at all (a poison record is stored, never retried, never stalls).
+
+use clickhouse::Row;
+use proto::reason::{Reason, ReasonCode};
+use proto::{best_effort_ids, check_event, Envelope, EventFields};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+/// How much of an undecodable record is kept in `rejected_events.raw`.
+const POISON_EXCERPT_BYTES: usize = 64 * 1024;
+
+/// A row of `events`; field order is the column order of the INSERT.
+#[derive(Debug, Clone, Row, Serialize)]
+pub struct EventRow {
+    pub event_id: String,
+    pub scope: String,
+    pub event_type: String,
+    pub session_id: String,
+    pub profile_id: String,
+    /// DateTime('UTC'): epoch seconds.
+    pub event_time: u32,
+    pub event_time_ms: u64,
+    pub sent_at: Option<u32>,
+    pub sent_at_ms: Option<u64>,
+    pub received_at: u32,
+    pub received_at_ms: u64,
+    pub properties: String,
+    pub source_id: String,
+    pub source_type: String,
+    pub target_id: String,
+    pub target_type: String,
+    pub kafka_partition: u32,
+    pub kafka_offset: u64,
+}
+
+/// A row of `rejected_events`.
+#[derive(Debug, Clone, Row, Serialize)]
+pub struct RejectedRow {
+    pub event_id: String,
+    pub scope: String,
+    pub event_type: String,
+    pub session_id: String,
+    pub profile_id: String,
+    /// The event's timeStamp when readable, else 0 (1970-01-01).
+    pub event_time: u32,
+    pub received_at: u32,
+    pub received_at_ms: u64,
+    /// `gateway` (refused at ingest) or `worker` (rejected here).
+    pub stage: String,
+    /// JSON array of `{code, path, message}`.
+    pub reasons: String,
+    pub raw: String,
+    pub kafka_partition: u32,
+    pub kafka_offset: u64,
+}
+
+#[derive(Debug)]
+pub enum Decoded {
+    Accepted(EventRow),
+    Rejected(RejectedRow),
+    /// Not a Powehi envelope at all; stored in `rejected_events` like a rejection.
+    Poison(RejectedRow),
+}
+
+/// Where a record sits in Kafka.
+#[derive(Debug, Clone, Copy)]
+pub struct Position {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+pub fn decode(payload: &[u8], position: Position) -> Decoded {
+    match Envelope::from_bytes(payload) {
+        Err(problem) => Decoded::Poison(poison_row(payload, problem, position)),
+        Ok(envelope) if !envelope.refusals.is_empty() => {
+            let refusals = envelope.refusals.clone();
+            Decoded::Rejected(rejected_row(&envelope, "gateway", &refusals, position))
+        }
+        Ok(envelope) => match check_event(envelope.event, &envelope.scope) {
+            Ok(fields) => Decoded::Accepted(event_row(&envelope, &fields, position)),
+            Err(reason) => Decoded::Rejected(rejected_row(&envelope, "worker", &[reason], position)),
+        },
+    }
+}
+
+fn event_row(envelope: &Envelope<'_>, fields: &EventFields<'_>, position: Position) -> EventRow {
+    let received_at_ms = clamp_ms(envelope.received_at_ms);
+    let (source_id, source_type) = item_columns(fields.source.as_ref());
+    let (target_id, target_type) = item_columns(fields.target.as_ref());
+    EventRow {
+        event_id: envelope.id.to_string(),
+        scope: envelope.scope.to_string(),
+        event_type: fields.event_type.to_string(),
+        session_id: fields.session_id.to_string(),
+        profile_id: fields.profile_id.as_deref().unwrap_or("").to_string(),
+        event_time: seconds(fields.time_stamp.timestamp_millis()),
+        event_time_ms: clamp_ms(fields.time_stamp.timestamp_millis()),
+        sent_at: fields.send_at.map(|t| seconds(t.timestamp_millis())),
+        sent_at_ms: fields.send_at.map(|t| clamp_ms(t.timestamp_millis())),
+        received_at: (received_at_ms / 1000) as u32,
+        received_at_ms,
+        properties: compact_properties(fields.properties),
+        source_id,
+        source_type,
+        target_id,
+        target_type,
+        kafka_partition: position.partition.max(0) as u32,
+        kafka_offset: position.offset.max(0) as u64,
+    }
+}
+
+fn rejected_row(envelope: &Envelope<'_>, stage: &str, reasons: &[Reason], position: Position) -> RejectedRow {
+    let ids = best_effort_ids(envelope.event);
+    let received_at_ms = clamp_ms(envelope.received_at_ms);
+    RejectedRow {
+        event_id: envelope.id.to_string(),
+        scope: envelope.scope.to_string(),
+        event_type: ids.event_type,
+        session_id: ids.session_id,
+        profile_id: ids.profile_id,
+        event_time: ids.time_stamp.map(|t| seconds(t.timestamp_millis())).unwrap_or(0),
+        received_at: (received_at_ms / 1000) as u32,
+        received_at_ms,
+        stage: stage.to_string(),
+        reasons: serde_json::to_string(reasons).unwrap_or_else(|_| "[]".into()),
+        raw: envelope.event.get().to_string(),
+        kafka_partition: position.partition.max(0) as u32,
+        kafka_offset: position.offset.max(0) as u64,
+    }
+}
+
+/// A record that is not a Powehi envelope: stored with what little is known.
+fn poison_row(payload: &[u8], problem: String, position: Position) -> RejectedRow {
+    let now_ms = clamp_ms(chrono::Utc::now().timestamp_millis());
+    let excerpt = &payload[..payload.len().min(POISON_EXCERPT_BYTES)];
+    let reason = Reason::new(ReasonCode::UndecodableRecord, "$", problem);
+    RejectedRow {
+        event_id: format!("kafka-{}-{}", position.partition, position.offset),
+        scope: String::new(),
+        event_type: String::new(),
+        session_id: String::new(),
+        profile_id: String::new(),
+        event_time: 0,
+        received_at: (now_ms / 1000) as u32,
+        received_at_ms: now_ms,
+        stage: "worker".to_string(),
+        reasons: serde_json::to_string(&[reason]).unwrap_or_else(|_| "[]".into()),
+        raw: String::from_utf8_lossy(excerpt).into_owned(),
+        kafka_partition: position.partition.max(0) as u32,
+        kafka_offset: position.offset.max(0) as u64,
+    }
+}
+
+fn item_columns(item: Option<&proto::ItemRef<'_>>) -> (String, String) {
+    item.map(|i| (i.item_id.to_string(), i.item_type.to_string())).unwrap_or_default()
+}
+
+/// `properties` as compact JSON text, so analysts' `visitParamExtract*` (which
+/// expects no whitespace) works on it.
+fn compact_properties(properties: Option<&RawValue>) -> String {
+    properties
+        .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
+        .map(|value| value.to_string())
+        .unwrap_or_else(|| "{}".to_string())
+}
+
+fn clamp_ms(ms: i64) -> u64 {
+    ms.max(0) as u64
+}
+
+/// Epoch seconds for a ClickHouse DateTime; times were range-checked on parse.
+fn seconds(ms: i64) -> u32 {
+    u32::try_from(ms.div_euclid(1000)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POSITION: Position = Position { partition: 3, offset: 42 };
+
+    fn envelope(event: &str, refusals: &str) -> Vec<u8> {
+        format!(r#"{{"v":1,"id":"e1","scope":"demo","receivedAt":1700000000123,{refusals}"event":{event}}}"#).into_bytes()
+    }
+
+    #[test]
+    fn accepted_event_keeps_utc_times_with_milliseconds() {
+        let event = r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00.250+07:00",
+            "properties":{ "a" : 1 },"source":{"itemId":"_","itemType":"_"}}"#;
+        let Decoded::Accepted(row) = decode(&envelope(event, ""), POSITION) else { panic!("must be accepted") };
+        assert_eq!(row.event_time, 1_634_298_540);
+        assert_eq!(row.event_time_ms, 1_634_298_540_250);
+        assert_eq!(row.received_at_ms, 1_700_000_000_123);
+        assert_eq!(row.properties, r#"{"a":1}"#);
+        assert_eq!((row.source_id.as_str(), row.target_id.as_str()), ("_", ""));
+        assert_eq!((row.kafka_partition, row.kafka_offset), (3, 42));
+    }
+
+    #[test]
+    fn gateway_refusal_becomes_a_rejected_row_with_its_reasons() {
+        let refusals = r#""refusals":[{"code":"scope_mismatch","path":"$.scope","message":"m"}],"#;
+        let event = r#"{"eventType":"view","sessionId":"s","scope":"other","timeStamp":"2021-10-15T18:49:00Z"}"#;
+        let Decoded::Rejected(row) = decode(&envelope(event, refusals), POSITION) else { panic!("must be rejected") };
+        assert_eq!(row.stage, "gateway");
+        assert!(row.reasons.contains("\"scope_mismatch\""), "{}", row.reasons);
+        assert_eq!((row.event_type.as_str(), row.raw.as_str()), ("view", event));
+    }
+
+    #[test]
+    fn poison_record_is_rejected_not_retried() {
+        let Decoded::Poison(row) = decode(b"not json", POSITION) else { panic!("must be poison") };
+        assert_eq!((row.stage.as_str(), row.raw.as_str()), ("worker", "not json"));
+        assert!(row.reasons.contains("undecodable_record"));
+        assert_eq!(row.event_id, "kafka-3-42");
+    }
+}

@@ -1,0 +1,123 @@
+//! Every way a request can fail, and the one place that maps it to an HTTP answer.
+//!
+//! Client mistakes are 4xx with a stable `code` and a message saying what to fix;
+//! a Kafka that cannot take the events is 503 with Retry-After, so well-behaved
+//! producers back off and retry; nothing of a failed request is acknowledged.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+use serde_json::json;
+
+/// A refused event in a batch: its position and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventError {
+    pub index: usize,
+    pub code: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Content-Type {0:?} is not accepted: send application/json (or text/plain, as navigator.sendBeacon does)")]
+    UnsupportedMediaType(String),
+    #[error("send both X-Client-ID and X-Client-Access-Token headers")]
+    MissingCredentials,
+    #[error("unknown X-Client-ID or wrong X-Client-Access-Token")]
+    InvalidCredentials,
+    #[error("data source {0:?} is disabled")]
+    DataSourceDisabled(String),
+    #[error("the request body is larger than {limit} bytes: send smaller batches")]
+    PayloadTooLarge { limit: usize },
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the request body must be an object with an \"events\" array: {0}")]
+    InvalidBody(String),
+    #[error("the \"events\" array is empty: send at least one event")]
+    EmptyBatch,
+    #[error("data source {source_id:?} is over its rate of {per_second} events per second")]
+    RateLimited {
+        source_id: String,
+        per_second: u32,
+        retry_after_secs: u64,
+    },
+    #[error("Kafka did not acknowledge the events ({0}); nothing was acknowledged, retry later")]
+    KafkaUnavailable(String),
+    #[error("none of the {count} events was accepted: see errors")]
+    AllEventsRefused { count: usize, errors: Vec<EventError> },
+    #[error("reading the request failed: {0}")]
+    BadRequestStream(String),
+}
+
+/// Seconds a producer should wait after a 503 before retrying.
+const KAFKA_RETRY_AFTER_SECS: u64 = 5;
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::MissingCredentials => "missing_credentials",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::DataSourceDisabled(_) => "data_source_disabled",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::MalformedJson(_) => "malformed_json",
+            Self::InvalidBody(_) => "invalid_body",
+            Self::EmptyBatch => "empty_batch",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::KafkaUnavailable(_) => "kafka_unavailable",
+            Self::AllEventsRefused { .. } => "all_events_refused",
+            Self::BadRequestStream(_) => "bad_request_stream",
+        }
+    }
+
+    fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited { retry_after_secs, .. } => Some(*retry_after_secs),
+            Self::KafkaUnavailable(_) => Some(KAFKA_RETRY_AFTER_SECS),
+            _ => None,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::MissingCredentials | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::DataSourceDisabled(_) => StatusCode::FORBIDDEN,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MalformedJson(_)
+            | Self::InvalidBody(_)
+            | Self::EmptyBatch
+            | Self::AllEventsRefused { .. }
+            | Self::BadRequestStream(_) => StatusCode::BAD_REQUEST,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::KafkaUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let error = json!({ "code": self.code(), "message": self.to_string() });
+        let body = match self {
+            Self::AllEventsRefused { errors, .. } => {
+                json!({ "error": error, "updated": 0, "accepted": 0, "errors": errors })
+            }
+            _ => json!({ "error": error }),
+        };
+        let mut response = HttpResponse::build(self.status_code()).json(body);
+        if let Some(seconds) = self.retry_after_secs() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        response
+    }
+}
+
+/// JSON 404 for paths the gateway does not serve, so every answer has one shape.
+pub async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(json!({
+        "error": { "code": "not_found", "message": "no such endpoint: POST events to /smile" }
+    }))
+}

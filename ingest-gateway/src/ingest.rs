@@ -1,0 +1,273 @@
+//! `POST /smile`: the hot path.
+//!
+//! Order of checks, cheapest first, so a bad request costs little: media type,
+//! credentials, body size (while reading), JSON shape, rate limit, then each
+//! event's envelope. Every event, accepted or refused, becomes one Kafka record;
+//! the answer waits for all of them to be acknowledged (see [`crate::sink`]).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use futures::StreamExt;
+use proto::reason::{Reason, ReasonCode};
+use proto::topics::record_key;
+use proto::{check_event, Envelope};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::auth::DataSource;
+use crate::errors::{ApiError, EventError};
+use crate::sink::OutRecord;
+use crate::AppState;
+
+/// How much of an over-size event is kept for the event log.
+const OVERSIZE_EXCERPT_BYTES: usize = 1024;
+
+/// The 200 answer. `updated` keeps the reference meaning (profiles updated by
+/// this request); profile work happens later in the workers, so it is 0.
+#[derive(Serialize)]
+struct Acknowledged {
+    updated: u32,
+    accepted: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<EventError>,
+}
+
+#[derive(Deserialize)]
+struct Batch<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+}
+
+pub async fn smile(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let result = ingest(&request, payload, &state).await;
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(error) => actix_web::ResponseError::status_code(error),
+    };
+    let metrics = &state.metrics;
+    metrics.http_requests.with_label_values(&["smile", status.as_str()]).inc();
+    metrics.request_duration.with_label_values(&["smile"]).observe(started.elapsed().as_secs_f64());
+    result
+}
+
+async fn ingest(request: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<HttpResponse, ApiError> {
+    let received_at_ms = Utc::now().timestamp_millis();
+    check_media_type(request)?;
+    let source = authenticate(request, state)?;
+    let body = read_body(request, payload, state.config.max_body_bytes).await?;
+    let batch = parse_batch(&body)?;
+    if let Some(limiter) = &source.rate_limiter {
+        limiter.try_take(batch.events.len(), Instant::now()).map_err(|wait| ApiError::RateLimited {
+            source_id: source.id.clone(),
+            per_second: limiter.events_per_second(),
+            retry_after_secs: wait.as_secs_f64().ceil() as u64,
+        })?;
+    }
+
+    let mut records = Vec::with_capacity(batch.events.len());
+    let mut errors = Vec::new();
+    for (index, event) in batch.events.iter().enumerate() {
+        match envelope_for(event, &source.id, received_at_ms, state.config.max_event_bytes) {
+            Ok(record) => records.push(record),
+            Err((reason, record)) => {
+                errors.push(EventError {
+                    index,
+                    code: reason.code.as_str(),
+                    message: reason.message,
+                });
+                records.push(record);
+            }
+        }
+    }
+    state.sink.send_all(&records).await.map_err(|e| ApiError::KafkaUnavailable(e.to_string()))?;
+
+    let accepted = batch.events.len() - errors.len();
+    state.metrics.events.with_label_values(&["accepted"]).inc_by(accepted as u64);
+    state.metrics.events.with_label_values(&["refused"]).inc_by(errors.len() as u64);
+    if accepted == 0 {
+        return Err(ApiError::AllEventsRefused {
+            count: errors.len(),
+            errors,
+        });
+    }
+    Ok(HttpResponse::Ok().json(Acknowledged {
+        updated: 0,
+        accepted,
+        errors,
+    }))
+}
+
+/// JSON, and text/plain because `navigator.sendBeacon` cannot set a JSON type.
+/// A request without Content-Type is read as JSON.
+fn check_media_type(request: &HttpRequest) -> Result<(), ApiError> {
+    let Some(value) = request.headers().get(CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let text = value.to_str().unwrap_or("");
+    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" | "text/plain" => Ok(()),
+        _ => Err(ApiError::UnsupportedMediaType(text.to_string())),
+    }
+}
+
+fn authenticate(request: &HttpRequest, state: &AppState) -> Result<Arc<DataSource>, ApiError> {
+    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+    match (header("x-client-id"), header("x-client-access-token")) {
+        (Some(client_id), Some(token)) => state.registry.authenticate(client_id, token),
+        _ => Err(ApiError::MissingCredentials),
+    }
+}
+
+/// Reads the body, refusing it as soon as it is known to be over the limit.
+async fn read_body(request: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+    let declared = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::BadRequestStream(e.to_string()))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+fn parse_batch(body: &[u8]) -> Result<Batch<'_>, ApiError> {
+    let batch: Batch<'_> = serde_json::from_slice(body).map_err(|error| match error.classify() {
+        serde_json::error::Category::Data => ApiError::InvalidBody(error.to_string()),
+        _ => ApiError::MalformedJson(error.to_string()),
+    })?;
+    if batch.events.is_empty() {
+        return Err(ApiError::EmptyBatch);
+    }
+    Ok(batch)
+}
+
+/// The Kafka record for one event: `Ok` if its envelope is sound, else the
+/// refusal together with the record that carries it to the event log.
+fn envelope_for(
+    event: &RawValue,
+    client_id: &str,
+    received_at_ms: i64,
+    max_event_bytes: usize,
+) -> Result<OutRecord, (Reason, OutRecord)> {
+    if event.get().len() > max_event_bytes {
+        let reason = Reason::new(
+            ReasonCode::EventTooLarge,
+            "$",
+            format!("the event is {} bytes, over the limit of {max_event_bytes}", event.get().len()),
+        );
+        let excerpt = oversize_excerpt(event.get());
+        let id = new_event_id();
+        let mut envelope = Envelope::new(Cow::Owned(id), client_id, received_at_ms, &excerpt);
+        envelope.refusals.push(reason.clone());
+        let record = OutRecord {
+            key: client_id.to_string(),
+            payload: envelope.to_bytes(),
+        };
+        return Err((reason, record));
+    }
+    match check_event(event, client_id) {
+        Ok(fields) => {
+            let id = fields.item_id.clone().unwrap_or_else(|| Cow::Owned(new_event_id()));
+            let envelope = Envelope::new(id, client_id, received_at_ms, event);
+            Ok(OutRecord {
+                key: record_key(client_id, &fields.session_id),
+                payload: envelope.to_bytes(),
+            })
+        }
+        Err(reason) => {
+            let mut envelope = Envelope::new(Cow::Owned(new_event_id()), client_id, received_at_ms, event);
+            envelope.refusals.push(reason.clone());
+            let record = OutRecord {
+                key: client_id.to_string(),
+                payload: envelope.to_bytes(),
+            };
+            Err((reason, record))
+        }
+    }
+}
+
+/// A time-ordered id (UUID v7), so ids sort roughly by arrival.
+fn new_event_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The first bytes of an over-size event as a JSON string, cut on a char boundary.
+fn oversize_excerpt(text: &str) -> Box<RawValue> {
+    let mut end = OVERSIZE_EXCERPT_BYTES.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let excerpt = serde_json::to_string(&text[..end]).unwrap_or_default();
+    RawValue::from_string(excerpt).unwrap_or_else(|_| RawValue::NULL.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_errors_and_syntax_errors_get_different_codes() {
+        let code = |body: &str| parse_batch(body.as_bytes()).err().map(|e| e.code());
+        assert_eq!(code("{\"events\": ["), Some("malformed_json"));
+        assert_eq!(code("nope"), Some("malformed_json"));
+        assert_eq!(code("{}"), Some("invalid_body"));
+        assert_eq!(code("[]"), Some("invalid_body"));
+        assert_eq!(code("{\"events\": {}}"), Some("invalid_body"));
+        assert_eq!(code("{\"events\": []}"), Some("empty_batch"));
+        assert_eq!(code("{\"events\": [1]}"), None);
+    }
+
+    #[test]
+    fn refused_event_still_travels_with_its_reason() {
+        let event = RawValue::from_string(r#"{"eventType":"view"}"#.to_string()).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        let Err((reason, record)) = envelope_for(&event, "demo", 1, 1024) else {
+            panic!("an event without sessionId must be refused")
+        };
+        assert_eq!(reason.code, ReasonCode::MissingSessionId);
+        let decoded = Envelope::from_bytes(&record.payload).map(|e| (e.refusals.len(), e.event.get().to_string()));
+        assert_eq!(decoded, Ok((1, r#"{"eventType":"view"}"#.to_string())));
+    }
+
+    #[test]
+    fn oversize_event_is_recorded_as_a_short_excerpt() {
+        let big = format!(r#"{{"eventType":"view","pad":"{}"}}"#, "é".repeat(2000));
+        let event = RawValue::from_string(big).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        let Err((reason, record)) = envelope_for(&event, "demo", 1, 1024) else {
+            panic!("an event over the limit must be refused")
+        };
+        assert_eq!(reason.code, ReasonCode::EventTooLarge);
+        assert!(record.payload.len() < 2 * OVERSIZE_EXCERPT_BYTES);
+    }
+
+    #[test]
+    fn item_id_becomes_the_event_id() {
+        let event = RawValue::from_string(
+            r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z","itemId":"evt-1"}"#
+                .to_string(),
+        )
+        .unwrap_or_else(|_| RawValue::NULL.to_owned());
+        let record = envelope_for(&event, "demo", 1, 1024).map_err(|(r, _)| r.message);
+        let id = record.map(|r| Envelope::from_bytes(&r.payload).map(|e| e.id.into_owned()));
+        assert_eq!(id, Ok(Ok("evt-1".to_string())));
+    }
+}

@@ -1,0 +1,79 @@
+//! Prometheus metrics of the gateway, all named `powehi_gateway_*`.
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route and status code.
+    pub http_requests: IntCounterVec,
+    /// Request latency by route, from first byte to answer.
+    pub request_duration: HistogramVec,
+    /// Events by outcome: `accepted` (acknowledged by Kafka) or `refused` (envelope check).
+    pub events: IntCounterVec,
+    /// Kafka delivery failures (each made a request answer 503).
+    pub kafka_delivery_errors: IntCounter,
+    /// Time from handing a request's records to the producer until the last ack.
+    pub kafka_delivery_duration: Histogram,
+    /// Fatal idempotent-producer errors that made the gateway replace its producer.
+    pub kafka_producer_restarts: IntCounter,
+    /// 1 while the gateway can reach the broker and the raw topic exists.
+    pub kafka_ready: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let latency_buckets = exponential_buckets(0.0005, 2.0, 16)?;
+        let metrics = Self {
+            http_requests: IntCounterVec::new(
+                Opts::new("powehi_gateway_http_requests_total", "HTTP requests by route and status"),
+                &["route", "status"],
+            )?,
+            request_duration: HistogramVec::new(
+                HistogramOpts::new("powehi_gateway_request_duration_seconds", "Ingest request latency")
+                    .buckets(latency_buckets.clone()),
+                &["route"],
+            )?,
+            events: IntCounterVec::new(
+                Opts::new("powehi_gateway_events_total", "Events by outcome (accepted, refused)"),
+                &["outcome"],
+            )?,
+            kafka_delivery_errors: IntCounter::new(
+                "powehi_gateway_kafka_delivery_errors_total",
+                "Requests whose events Kafka did not acknowledge",
+            )?,
+            kafka_delivery_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "powehi_gateway_kafka_delivery_duration_seconds",
+                    "Time until Kafka acknowledged every event of a request",
+                )
+                .buckets(latency_buckets),
+            )?,
+            kafka_producer_restarts: IntCounter::new(
+                "powehi_gateway_kafka_producer_restarts_total",
+                "Producers replaced after a fatal error",
+            )?,
+            kafka_ready: IntGauge::new("powehi_gateway_kafka_ready", "1 when the broker and the raw topic answer")?,
+            registry,
+        };
+        metrics.registry.register(Box::new(metrics.http_requests.clone()))?;
+        metrics.registry.register(Box::new(metrics.request_duration.clone()))?;
+        metrics.registry.register(Box::new(metrics.events.clone()))?;
+        metrics.registry.register(Box::new(metrics.kafka_delivery_errors.clone()))?;
+        metrics.registry.register(Box::new(metrics.kafka_delivery_duration.clone()))?;
+        metrics.registry.register(Box::new(metrics.kafka_producer_restarts.clone()))?;
+        metrics.registry.register(Box::new(metrics.kafka_ready.clone()))?;
+        Ok(metrics)
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        // Encoding into a Vec cannot fail for well-formed metric families.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}

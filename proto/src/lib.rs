@@ -1,0 +1,21 @@
+//! Contracts shared by every Powehi process. No I/O lives here.
+//!
+//! Layout:
+//! - [`topics`]: Kafka topic names and the envelope format version.
+//! - [`event`]: the public event shape of the Events Tracking API and the envelope
+//!   checks both the gateway (to refuse) and the worker (to build rows) apply.
+//! - [`envelope`]: what the gateway writes to `powehi.events.raw`, one record per event.
+//! - [`reason`]: machine-readable refusal / rejection reasons.
+//! - [`config`]: data-source and event-schema records (bootstrap file format).
+//! - [`time`]: ISO 8601 parsing with the range ClickHouse `DateTime` can hold.
+
+pub mod config;
+pub mod envelope;
+pub mod event;
+pub mod reason;
+pub mod time;
+pub mod topics;
+
+pub use envelope::Envelope;
+pub use event::{best_effort_ids, check_event, BestEffortIds, EventFields, ItemRef};
+pub use reason::{Reason, ReasonCode};
