@@ -1,0 +1,38 @@
+# Powehi — the two commands of the README, and their parts.
+#   make run    start Kafka and ClickHouse if absent, then one gateway and one worker
+#   make test   the whole suite: unit tests, then end-to-end tests on the real services
+#
+# Builds and downloads live outside the checkout, in POWEHI_CACHE, so every
+# checkout (and CI) reuses them.
+
+POWEHI_CACHE ?= /var/cache/powehi
+CARGO_TARGET_DIR ?= $(POWEHI_CACHE)/target
+export POWEHI_CACHE CARGO_TARGET_DIR
+
+PYTHON := $(POWEHI_CACHE)/venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: build run test unit e2e infra-up infra-down python-env
+
+build:
+	cargo build --release --locked --bins
+
+infra-up:
+	deploy/local/up.sh
+
+infra-down:
+	deploy/local/down.sh
+
+python-env:
+	deploy/local/python-env.sh
+
+run: infra-up build
+	deploy/local/run.sh
+
+unit:
+	cargo test --release --locked --workspace
+
+e2e: infra-up build python-env
+	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
+
+test: unit e2e
