@@ -42,7 +42,8 @@ impl Batch {
     /// A record that needs no row (already stored) still moves its partition on.
     pub fn mark_handled(&mut self, position: Position) {
         self.opened_at.get_or_insert_with(Instant::now);
-        self.next_offsets.insert(position.partition, position.offset + 1);
+        self.next_offsets
+            .insert(position.partition, position.offset + 1);
     }
 
     pub fn rows(&self) -> usize {
@@ -68,7 +69,8 @@ impl Batch {
         let owned = |partition: u32| !revoked.contains(&(partition as i32));
         self.events.retain(|row| owned(row.kafka_partition));
         self.rejected.retain(|row| owned(row.kafka_partition));
-        self.next_offsets.retain(|partition, _| !revoked.contains(partition));
+        self.next_offsets
+            .retain(|partition, _| !revoked.contains(partition));
         if self.next_offsets.is_empty() {
             *self = Self::default();
         }
@@ -87,7 +89,7 @@ mod tests {
 
     fn record(partition: i32, offset: i64) -> (Decoded, Position) {
         let position = Position { partition, offset };
-        (decode(b"poison", position), position)
+        (decode(b"poison", position, &Default::default()), position)
     }
 
     #[test]
@@ -97,7 +99,10 @@ mod tests {
             let (row, position) = record(p, o);
             batch.push(row, position, 10);
         }
-        batch.mark_handled(Position { partition: 2, offset: 0 });
+        batch.mark_handled(Position {
+            partition: 2,
+            offset: 0,
+        });
         assert_eq!(batch.rows(), 3);
         let offsets: Vec<_> = batch.finish().into_iter().collect();
         assert_eq!(offsets, vec![(0, 7), (1, 10), (2, 1)]);
@@ -118,7 +123,11 @@ mod tests {
 
     #[test]
     fn full_by_rows_or_bytes() {
-        let limits = Limits { max_rows: 2, max_bytes: 100, max_age: Duration::from_secs(1) };
+        let limits = Limits {
+            max_rows: 2,
+            max_bytes: 100,
+            max_age: Duration::from_secs(1),
+        };
         let mut batch = Batch::default();
         let (row, position) = record(0, 0);
         batch.push(row, position, 99);

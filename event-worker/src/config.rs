@@ -24,16 +24,32 @@ pub struct Config {
     #[arg(long, env = "POWEHI_RAW_TOPIC", default_value = proto::topics::RAW_EVENTS)]
     pub raw_topic: String,
 
+    /// Compacted topic of data sources and event schemas (replayed at start).
+    #[arg(long, env = "POWEHI_CONFIG_TOPIC", default_value = proto::topics::CONFIG)]
+    pub config_topic: String,
+
     /// Consumer group: workers in one group share the raw topic's partitions.
-    #[arg(long, env = "POWEHI_CONSUMER_GROUP", default_value = "powehi-event-worker")]
+    #[arg(
+        long,
+        env = "POWEHI_CONSUMER_GROUP",
+        default_value = "powehi-event-worker"
+    )]
     pub consumer_group: String,
 
     /// A worker that stops heartbeating for this long loses its partitions to the others.
-    #[arg(long, env = "POWEHI_KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "POWEHI_KAFKA_SESSION_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub kafka_session_timeout_ms: u64,
 
     /// ClickHouse HTTP interface.
-    #[arg(long, env = "POWEHI_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    #[arg(
+        long,
+        env = "POWEHI_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
     pub clickhouse_url: String,
 
     /// Database of the event tables (created with its tables at start).
@@ -43,7 +59,12 @@ pub struct Config {
     #[arg(long, env = "POWEHI_CLICKHOUSE_USER", default_value = "default")]
     pub clickhouse_user: String,
 
-    #[arg(long, env = "POWEHI_CLICKHOUSE_PASSWORD", default_value = "", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "POWEHI_CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub clickhouse_password: String,
 
     /// Address of /healthz, /readyz and /metrics.
@@ -70,7 +91,10 @@ pub struct Config {
 impl Config {
     pub fn validate(&self) -> Result<(), String> {
         let db = &self.clickhouse_database;
-        let valid_name = db.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        let valid_name = db
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && db.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !valid_name {
             return Err(format!(
@@ -78,7 +102,10 @@ impl Config {
             ));
         }
         if self.batch_max_rows == 0 || self.batch_max_rows >= CLICKHOUSE_BLOCK_ROWS {
-            return Err(format!("POWEHI_BATCH_MAX_ROWS must be between 1 and {}", CLICKHOUSE_BLOCK_ROWS - 1));
+            return Err(format!(
+                "POWEHI_BATCH_MAX_ROWS must be between 1 and {}",
+                CLICKHOUSE_BLOCK_ROWS - 1
+            ));
         }
         if self.batch_max_bytes == 0 {
             return Err("POWEHI_BATCH_MAX_BYTES must be positive".into());

@@ -25,7 +25,11 @@ pub fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<ServerHan
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .route("/healthz", web::get().to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }))
+            .route(
+                "/healthz",
+                web::get()
+                    .to(|| async { HttpResponse::Ok().json(serde_json::json!({"status": "ok"})) }),
+            )
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics_text))
     })
@@ -46,8 +50,13 @@ async fn readyz(health: web::Data<Health>) -> HttpResponse {
     if started && sink_ok {
         HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
     } else {
-        let reason = if started { "clickhouse cannot be written: consumption paused" } else { "starting" };
-        HttpResponse::ServiceUnavailable().json(serde_json::json!({ "status": "not_ready", "reason": reason }))
+        let reason = if started {
+            "clickhouse cannot be written: consumption paused"
+        } else {
+            "starting"
+        };
+        HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "status": "not_ready", "reason": reason }))
     }
 }
 

@@ -36,7 +36,10 @@ impl ClientContext for WorkerContext {
             // -1 is librdkafka's internal "unassigned" partition.
             if *partition >= 0 && stats.consumer_lag >= 0 {
                 let label = partition.to_string();
-                self.metrics.consumer_lag.with_label_values(&[label.as_str()]).set(stats.consumer_lag);
+                self.metrics
+                    .consumer_lag
+                    .with_label_values(&[label.as_str()])
+                    .set(stats.consumer_lag);
             }
         }
     }
@@ -72,7 +75,10 @@ fn partitions(list: &rdkafka::TopicPartitionList) -> Vec<i32> {
 pub fn consumer(
     config: &Config,
     metrics: Arc<Metrics>,
-) -> KafkaResult<(StreamConsumer<WorkerContext>, mpsc::Receiver<RebalanceEvent>)> {
+) -> KafkaResult<(
+    StreamConsumer<WorkerContext>,
+    mpsc::Receiver<RebalanceEvent>,
+)> {
     let (sender, receiver) = mpsc::channel();
     let context = WorkerContext {
         rebalances: Mutex::new(sender),
@@ -87,8 +93,14 @@ pub fn consumer(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", config.kafka_session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", (config.kafka_session_timeout_ms / 4).max(100).to_string())
+        .set(
+            "session.timeout.ms",
+            config.kafka_session_timeout_ms.to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (config.kafka_session_timeout_ms / 4).max(100).to_string(),
+        )
         // Bounded prefetch: at most this much per partition waits in memory.
         .set("queued.max.messages.kbytes", "16384")
         .set("statistics.interval.ms", "5000")

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use proto::follower::ConfigFollower;
 use rdkafka::consumer::Consumer;
 use tokio::sync::watch;
 
@@ -46,7 +47,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         started: AtomicBool::new(false),
         sink_ok: Arc::new(AtomicBool::new(true)),
     });
-    let server = http::serve(config.http_addr, health.clone()).with_context(|| format!("binding {}", config.http_addr))?;
+    let server = http::serve(config.http_addr, health.clone())
+        .with_context(|| format!("binding {}", config.http_addr))?;
     tracing::info!(addr = %config.http_addr, "worker probes listening");
 
     let (stop, stopping) = watch::channel(false);
@@ -71,8 +73,39 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     }
 
-    let (consumer, rebalances) = kafka::consumer(&config, metrics.clone()).context("creating the kafka consumer")?;
-    consumer.subscribe(&[&config.raw_topic]).context("subscribing to the raw topic")?;
+    let follower = Arc::new(ConfigFollower::new(
+        &config.kafka_brokers,
+        &config.config_topic,
+    ));
+    let config_metrics = metrics.clone();
+    tokio::spawn(follower.clone().follow(
+        |_| {},
+        move |outcome| {
+            let result = if outcome.is_ok() {
+                "applied"
+            } else {
+                "invalid"
+            };
+            config_metrics
+                .config_records
+                .with_label_values(&[result])
+                .inc();
+        },
+    ));
+    // Consuming before the schemas are known would reject valid events.
+    tokio::select! {
+        _ = wait_until(|| follower.is_caught_up()) => tracing::info!("config log replayed"),
+        _ = &mut shutdown => {
+            server.stop(true).await;
+            return Ok(());
+        }
+    }
+
+    let (consumer, rebalances) =
+        kafka::consumer(&config, metrics.clone()).context("creating the kafka consumer")?;
+    consumer
+        .subscribe(&[&config.raw_topic])
+        .context("subscribing to the raw topic")?;
     health.started.store(true, Ordering::Relaxed);
     tracing::info!(topic = %config.raw_topic, group = %config.consumer_group, "consuming");
 
@@ -88,6 +121,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.raw_topic.clone(),
         limits,
         metrics,
+        follower,
         health.sink_ok.clone(),
         stopping,
     );
@@ -100,4 +134,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     server.stop(true).await;
     Ok(())
+}
+
+async fn wait_until(condition: impl Fn() -> bool) {
+    while !condition() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,8 +1,8 @@
 //! Prometheus metrics of the worker, all named `powehi_worker_*`.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -25,14 +25,26 @@ pub struct Metrics {
     pub paused: IntGauge,
     /// Records behind the partition's end, from librdkafka statistics.
     pub consumer_lag: IntGaugeVec,
+    /// Events by outcome (`accepted`, `rejected`).
+    pub events: IntCounterVec,
+    /// Rejections by reason code (an event with two problems counts twice).
+    pub rejections: IntCounterVec,
+    /// Config-log records by result (`applied`, `invalid`).
+    pub config_records: IntCounterVec,
 }
 
 impl Metrics {
     pub fn new() -> prometheus::Result<Self> {
         let metrics = Self {
-            records_consumed: IntCounter::new("powehi_worker_records_consumed_total", "Kafka records read")?,
+            records_consumed: IntCounter::new(
+                "powehi_worker_records_consumed_total",
+                "Kafka records read",
+            )?,
             rows_inserted: IntCounterVec::new(
-                Opts::new("powehi_worker_rows_inserted_total", "Rows written to ClickHouse by table"),
+                Opts::new(
+                    "powehi_worker_rows_inserted_total",
+                    "Rows written to ClickHouse by table",
+                ),
                 &["table"],
             )?,
             records_skipped: IntCounter::new(
@@ -44,26 +56,62 @@ impl Metrics {
                 "Records that were not Powehi envelopes",
             )?,
             insert_duration: Histogram::with_opts(
-                HistogramOpts::new("powehi_worker_clickhouse_insert_duration_seconds", "Duration of one batch insert")
-                    .buckets(exponential_buckets(0.001, 2.0, 16)?),
+                HistogramOpts::new(
+                    "powehi_worker_clickhouse_insert_duration_seconds",
+                    "Duration of one batch insert",
+                )
+                .buckets(exponential_buckets(0.001, 2.0, 16)?),
             )?,
             batch_rows: Histogram::with_opts(
                 HistogramOpts::new("powehi_worker_batch_rows", "Rows per written batch")
                     .buckets(exponential_buckets(1.0, 4.0, 10)?),
             )?,
-            clickhouse_errors: IntCounter::new("powehi_worker_clickhouse_errors_total", "Failed ClickHouse calls")?,
+            clickhouse_errors: IntCounter::new(
+                "powehi_worker_clickhouse_errors_total",
+                "Failed ClickHouse calls",
+            )?,
             commits: IntCounterVec::new(
-                Opts::new("powehi_worker_commits_total", "Kafka offset commits by result"),
+                Opts::new(
+                    "powehi_worker_commits_total",
+                    "Kafka offset commits by result",
+                ),
                 &["result"],
             )?,
             assigned_partitions: IntGauge::new(
                 "powehi_worker_assigned_partitions",
                 "Raw-topic partitions this worker owns",
             )?,
-            paused: IntGauge::new("powehi_worker_paused", "1 while ClickHouse cannot be written")?,
+            paused: IntGauge::new(
+                "powehi_worker_paused",
+                "1 while ClickHouse cannot be written",
+            )?,
             consumer_lag: IntGaugeVec::new(
-                Opts::new("powehi_worker_consumer_lag", "Records not yet consumed, per partition"),
+                Opts::new(
+                    "powehi_worker_consumer_lag",
+                    "Records not yet consumed, per partition",
+                ),
                 &["partition"],
+            )?,
+            events: IntCounterVec::new(
+                Opts::new(
+                    "powehi_worker_events_total",
+                    "Events by outcome (accepted, rejected)",
+                ),
+                &["outcome"],
+            )?,
+            rejections: IntCounterVec::new(
+                Opts::new(
+                    "powehi_worker_rejections_total",
+                    "Rejection reasons by code",
+                ),
+                &["reason"],
+            )?,
+            config_records: IntCounterVec::new(
+                Opts::new(
+                    "powehi_worker_config_records_total",
+                    "Config-log records by result",
+                ),
+                &["result"],
             )?,
             registry: Registry::new(),
         };
@@ -79,6 +127,9 @@ impl Metrics {
             Box::new(metrics.assigned_partitions.clone()),
             Box::new(metrics.paused.clone()),
             Box::new(metrics.consumer_lag.clone()),
+            Box::new(metrics.events.clone()),
+            Box::new(metrics.rejections.clone()),
+            Box::new(metrics.config_records.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector)?;

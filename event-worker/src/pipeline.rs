@@ -24,6 +24,8 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
+use proto::follower::ConfigFollower;
+
 use crate::batch::{Batch, Limits};
 use crate::kafka::{RebalanceEvent, WorkerContext};
 use crate::metrics::Metrics;
@@ -40,6 +42,8 @@ pub struct Pipeline {
     topic: String,
     limits: Limits,
     metrics: Arc<Metrics>,
+    /// Event schemas, as of the config log.
+    config: Arc<ConfigFollower>,
     batch: Batch,
     /// Partitions this worker owns now.
     assignment: BTreeSet<i32>,
@@ -65,6 +69,7 @@ impl Pipeline {
         topic: String,
         limits: Limits,
         metrics: Arc<Metrics>,
+        config: Arc<ConfigFollower>,
         healthy_sink: Arc<AtomicBool>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
@@ -75,6 +80,7 @@ impl Pipeline {
             topic,
             limits,
             metrics,
+            config,
             batch: Batch::default(),
             assignment: BTreeSet::new(),
             stored: HashMap::new(),
@@ -110,7 +116,10 @@ impl Pipeline {
                 }
                 self.apply_rebalances();
             }
-            let due = self.batch.deadline(&self.limits).is_some_and(|d| d <= Instant::now());
+            let due = self
+                .batch
+                .deadline(&self.limits)
+                .is_some_and(|d| d <= Instant::now());
             if (self.batch.is_full(&self.limits) || due) && self.flush().await.is_err() {
                 break;
             }
@@ -121,14 +130,19 @@ impl Pipeline {
     /// Final flush and commit on shutdown; records not written stay uncommitted
     /// and are read again by whoever owns their partition next.
     async fn finish(mut self) {
-        tracing::info!(rows = self.batch.rows(), "shutting down: writing the last batch");
+        tracing::info!(
+            rows = self.batch.rows(),
+            "shutting down: writing the last batch"
+        );
         if !self.batch.is_empty() {
             match self.write_batch_once().await {
                 Ok(()) => {
                     let offsets = self.batch.finish();
                     self.commit(&offsets);
                 }
-                Err(error) => tracing::warn!(%error, "last batch not written; it will be read again"),
+                Err(error) => {
+                    tracing::warn!(%error, "last batch not written; it will be read again")
+                }
             }
         }
         self.consumer.unsubscribe();
@@ -147,29 +161,65 @@ impl Pipeline {
         if !self.stored.contains_key(&position.partition) {
             let Position { partition, offset } = position;
             let offsets = self
-                .with_clickhouse(|store| async move { store.stored_offsets(partition, offset).await })
+                .with_clickhouse(
+                    |store| async move { store.stored_offsets(partition, offset).await },
+                )
                 .await?;
             if !offsets.is_empty() {
-                tracing::info!(partition = position.partition, count = offsets.len(), "records already stored will be skipped");
+                tracing::info!(
+                    partition = position.partition,
+                    count = offsets.len(),
+                    "records already stored will be skipped"
+                );
             }
             if !self.assignment.contains(&position.partition) {
                 return Ok(()); // revoked while asking
             }
-            self.stored.insert(position.partition, StoredOffsets::new(offsets));
+            self.stored
+                .insert(position.partition, StoredOffsets::new(offsets));
         }
-        if self.stored.get_mut(&position.partition).is_some_and(|s| s.contains(position.offset)) {
+        if self
+            .stored
+            .get_mut(&position.partition)
+            .is_some_and(|s| s.contains(position.offset))
+        {
             self.metrics.records_skipped.inc();
             self.batch.mark_handled(position);
             return Ok(());
         }
         let payload = message.payload().unwrap_or_default();
-        let decoded = decode(payload, position);
-        if matches!(decoded, Decoded::Poison(_)) {
-            self.metrics.poison_records.inc();
-            tracing::warn!(partition = position.partition, offset = position.offset, "record is not a powehi envelope; stored as rejected");
-        }
+        let decoded = decode(payload, position, &self.config.snapshot());
+        self.count(&decoded, position);
         self.batch.push(decoded, position, payload.len());
         Ok(())
+    }
+
+    fn count(&self, decoded: &Decoded, position: Position) {
+        let rejected = match decoded {
+            Decoded::Accepted(_) => {
+                self.metrics.events.with_label_values(&["accepted"]).inc();
+                return;
+            }
+            Decoded::Poison(row) => {
+                self.metrics.poison_records.inc();
+                tracing::warn!(
+                    partition = position.partition,
+                    offset = position.offset,
+                    "record is not a powehi envelope; stored as rejected"
+                );
+                row
+            }
+            Decoded::Rejected(row) => row,
+        };
+        self.metrics.events.with_label_values(&["rejected"]).inc();
+        let reasons: Vec<proto::Reason> =
+            serde_json::from_str(&rejected.reasons).unwrap_or_default();
+        for reason in reasons {
+            self.metrics
+                .rejections
+                .with_label_values(&[reason.code.as_str()])
+                .inc();
+        }
     }
 
     /// Writes the batch (retrying until ClickHouse takes it) and commits.
@@ -193,16 +243,24 @@ impl Pipeline {
         let rows = self.batch.rows();
         if !self.batch.events.is_empty() {
             self.store.insert_events(&self.batch.events).await?;
-            self.metrics.rows_inserted.with_label_values(&["events"]).inc_by(self.batch.events.len() as u64);
+            self.metrics
+                .rows_inserted
+                .with_label_values(&["events"])
+                .inc_by(self.batch.events.len() as u64);
             self.batch.events.clear();
         }
         if !self.batch.rejected.is_empty() {
             self.store.insert_rejected(&self.batch.rejected).await?;
-            self.metrics.rows_inserted.with_label_values(&["rejected_events"]).inc_by(self.batch.rejected.len() as u64);
+            self.metrics
+                .rows_inserted
+                .with_label_values(&["rejected_events"])
+                .inc_by(self.batch.rejected.len() as u64);
             self.batch.rejected.clear();
         }
         if rows > 0 {
-            self.metrics.insert_duration.observe(started.elapsed().as_secs_f64());
+            self.metrics
+                .insert_duration
+                .observe(started.elapsed().as_secs_f64());
             self.metrics.batch_rows.observe(rows as f64);
         }
         Ok(())
@@ -304,7 +362,9 @@ impl Pipeline {
                     }
                 }
             }
-            self.metrics.assigned_partitions.set(self.assignment.len() as i64);
+            self.metrics
+                .assigned_partitions
+                .set(self.assignment.len() as i64);
         }
     }
 
@@ -312,7 +372,9 @@ impl Pipeline {
     /// (or the failure is logged and the same range is committed next time;
     /// until then a crash replays it and [`crate::replay`] skips what is stored).
     fn commit(&self, next_offsets: &BTreeMap<i32, i64>) {
-        let owned = next_offsets.iter().filter(|(p, _)| self.assignment.contains(p));
+        let owned = next_offsets
+            .iter()
+            .filter(|(p, _)| self.assignment.contains(p));
         // The list holds the *next* offset to read (last handled + 1), as Kafka expects.
         let list = self.partition_list(owned.map(|(&p, &next)| (p, Offset::Offset(next))));
         if list.count() == 0 {
@@ -328,7 +390,10 @@ impl Pipeline {
         }
     }
 
-    fn partition_list(&self, partitions: impl Iterator<Item = (i32, Offset)>) -> TopicPartitionList {
+    fn partition_list(
+        &self,
+        partitions: impl Iterator<Item = (i32, Offset)>,
+    ) -> TopicPartitionList {
         let mut list = TopicPartitionList::new();
         for (partition, offset) in partitions {
             if let Err(error) = list.add_partition_offset(&self.topic, partition, offset) {

@@ -37,7 +37,11 @@ impl StoredOffsets {
         let Ok(offset) = u64::try_from(offset) else {
             return false;
         };
-        while self.offsets.get(self.cursor).is_some_and(|&stored| stored < offset) {
+        while self
+            .offsets
+            .get(self.cursor)
+            .is_some_and(|&stored| stored < offset)
+        {
             self.cursor += 1;
         }
         self.offsets.get(self.cursor) == Some(&offset)

@@ -5,10 +5,11 @@
 //! envelope at all (a poison record is stored, never retried, never stalls).
 
 use clickhouse::Row;
+use proto::config::ConfigSnapshot;
 use proto::reason::{Reason, ReasonCode};
+use proto::schema::{validate_event, Validated};
 use proto::{best_effort_ids, check_event, Envelope, EventFields};
 use serde::Serialize;
-use serde_json::value::RawValue;
 
 /// How much of an undecodable record is kept in `rejected_events.raw`.
 const POISON_EXCERPT_BYTES: usize = 64 * 1024;
@@ -35,6 +36,8 @@ pub struct EventRow {
     pub target_type: String,
     pub kafka_partition: u32,
     pub kafka_offset: u64,
+    /// Version of the event schema the event was validated against.
+    pub schema_version: u32,
 }
 
 /// A row of `rejected_events`.
@@ -73,21 +76,40 @@ pub struct Position {
     pub offset: i64,
 }
 
-pub fn decode(payload: &[u8], position: Position) -> Decoded {
-    match Envelope::from_bytes(payload) {
-        Err(problem) => Decoded::Poison(poison_row(payload, problem, position)),
-        Ok(envelope) if !envelope.refusals.is_empty() => {
-            let refusals = envelope.refusals.clone();
-            Decoded::Rejected(rejected_row(&envelope, "gateway", &refusals, position))
+/// Decodes a record and validates its event against the latest schema of its
+/// type in `config`.
+pub fn decode(payload: &[u8], position: Position, config: &ConfigSnapshot) -> Decoded {
+    let envelope = match Envelope::from_bytes(payload) {
+        Err(problem) => return Decoded::Poison(poison_row(payload, problem, position)),
+        Ok(envelope) => envelope,
+    };
+    if !envelope.refusals.is_empty() {
+        let refusals = envelope.refusals.clone();
+        return Decoded::Rejected(rejected_row(&envelope, "gateway", &refusals, position));
+    }
+    let fields = match check_event(envelope.event, &envelope.scope) {
+        Ok(fields) => fields,
+        Err(reason) => {
+            return Decoded::Rejected(rejected_row(&envelope, "worker", &[reason], position))
         }
-        Ok(envelope) => match check_event(envelope.event, &envelope.scope) {
-            Ok(fields) => Decoded::Accepted(event_row(&envelope, &fields, position)),
-            Err(reason) => Decoded::Rejected(rejected_row(&envelope, "worker", &[reason], position)),
-        },
+    };
+    let schema = config.latest_schema(&fields.event_type);
+    match validate_event(schema.map(|s| &s.schema), &fields) {
+        Ok(validated) => {
+            let version = schema.map_or(0, |s| s.version);
+            Decoded::Accepted(event_row(&envelope, &fields, validated, version, position))
+        }
+        Err(reasons) => Decoded::Rejected(rejected_row(&envelope, "worker", &reasons, position)),
     }
 }
 
-fn event_row(envelope: &Envelope<'_>, fields: &EventFields<'_>, position: Position) -> EventRow {
+fn event_row(
+    envelope: &Envelope<'_>,
+    fields: &EventFields<'_>,
+    validated: Validated,
+    schema_version: u32,
+    position: Position,
+) -> EventRow {
     let received_at_ms = clamp_ms(envelope.received_at_ms);
     let (source_id, source_type) = item_columns(fields.source.as_ref());
     let (target_id, target_type) = item_columns(fields.target.as_ref());
@@ -103,17 +125,23 @@ fn event_row(envelope: &Envelope<'_>, fields: &EventFields<'_>, position: Positi
         sent_at_ms: fields.send_at.map(|t| clamp_ms(t.timestamp_millis())),
         received_at: (received_at_ms / 1000) as u32,
         received_at_ms,
-        properties: compact_properties(fields.properties),
+        properties: validated.properties,
         source_id,
         source_type,
         target_id,
         target_type,
         kafka_partition: position.partition.max(0) as u32,
         kafka_offset: position.offset.max(0) as u64,
+        schema_version,
     }
 }
 
-fn rejected_row(envelope: &Envelope<'_>, stage: &str, reasons: &[Reason], position: Position) -> RejectedRow {
+fn rejected_row(
+    envelope: &Envelope<'_>,
+    stage: &str,
+    reasons: &[Reason],
+    position: Position,
+) -> RejectedRow {
     let ids = best_effort_ids(envelope.event);
     let received_at_ms = clamp_ms(envelope.received_at_ms);
     RejectedRow {
@@ -122,7 +150,10 @@ fn rejected_row(envelope: &Envelope<'_>, stage: &str, reasons: &[Reason], positi
         event_type: ids.event_type,
         session_id: ids.session_id,
         profile_id: ids.profile_id,
-        event_time: ids.time_stamp.map(|t| seconds(t.timestamp_millis())).unwrap_or(0),
+        event_time: ids
+            .time_stamp
+            .map(|t| seconds(t.timestamp_millis()))
+            .unwrap_or(0),
         received_at: (received_at_ms / 1000) as u32,
         received_at_ms,
         stage: stage.to_string(),
@@ -156,16 +187,8 @@ fn poison_row(payload: &[u8], problem: String, position: Position) -> RejectedRo
 }
 
 fn item_columns(item: Option<&proto::ItemRef<'_>>) -> (String, String) {
-    item.map(|i| (i.item_id.to_string(), i.item_type.to_string())).unwrap_or_default()
-}
-
-/// `properties` as compact JSON text, so analysts' `visitParamExtract*` (which
-/// expects no whitespace) works on it.
-fn compact_properties(properties: Option<&RawValue>) -> String {
-    properties
-        .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw.get()).ok())
-        .map(|value| value.to_string())
-        .unwrap_or_else(|| "{}".to_string())
+    item.map(|i| (i.item_id.to_string(), i.item_type.to_string()))
+        .unwrap_or_default()
 }
 
 fn clamp_ms(ms: i64) -> u64 {
@@ -181,7 +204,23 @@ fn seconds(ms: i64) -> u32 {
 mod tests {
     use super::*;
 
-    const POSITION: Position = Position { partition: 3, offset: 42 };
+    const POSITION: Position = Position {
+        partition: 3,
+        offset: 42,
+    };
+
+    /// A config with schema `view` v2: `a` (integer) declared, source required.
+    fn config() -> ConfigSnapshot {
+        let record = br#"{"kind":"eventSchema","version":2,"schema":{"eventType":"view","sourceRequired":true,
+            "properties":[{"name":"a","type":"integer","required":true}]}}"#;
+        let mut snapshot = ConfigSnapshot::default();
+        let _ = snapshot.apply(&proto::config::schema_key("view", 2), Some(record));
+        snapshot
+    }
+
+    fn decode(payload: &[u8], position: Position) -> Decoded {
+        super::decode(payload, position, &config())
+    }
 
     fn envelope(event: &str, refusals: &str) -> Vec<u8> {
         format!(r#"{{"v":1,"id":"e1","scope":"demo","receivedAt":1700000000123,{refusals}"event":{event}}}"#).into_bytes()
@@ -190,12 +229,18 @@ mod tests {
     #[test]
     fn accepted_event_keeps_utc_times_with_milliseconds() {
         let event = r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00.250+07:00",
-            "properties":{ "a" : 1 },"source":{"itemId":"_","itemType":"_"}}"#;
-        let Decoded::Accepted(row) = decode(&envelope(event, ""), POSITION) else { panic!("must be accepted") };
+            "properties":{ "a" : 1, "undeclared": true },"source":{"itemId":"_","itemType":"_"}}"#;
+        let Decoded::Accepted(row) = decode(&envelope(event, ""), POSITION) else {
+            panic!("must be accepted")
+        };
         assert_eq!(row.event_time, 1_634_298_540);
         assert_eq!(row.event_time_ms, 1_634_298_540_250);
         assert_eq!(row.received_at_ms, 1_700_000_000_123);
-        assert_eq!(row.properties, r#"{"a":1}"#);
+        assert_eq!(
+            row.properties, r#"{"a":1}"#,
+            "undeclared properties are trimmed"
+        );
+        assert_eq!(row.schema_version, 2);
         assert_eq!((row.source_id.as_str(), row.target_id.as_str()), ("_", ""));
         assert_eq!((row.kafka_partition, row.kafka_offset), (3, 42));
     }
@@ -204,16 +249,50 @@ mod tests {
     fn gateway_refusal_becomes_a_rejected_row_with_its_reasons() {
         let refusals = r#""refusals":[{"code":"scope_mismatch","path":"$.scope","message":"m"}],"#;
         let event = r#"{"eventType":"view","sessionId":"s","scope":"other","timeStamp":"2021-10-15T18:49:00Z"}"#;
-        let Decoded::Rejected(row) = decode(&envelope(event, refusals), POSITION) else { panic!("must be rejected") };
+        let Decoded::Rejected(row) = decode(&envelope(event, refusals), POSITION) else {
+            panic!("must be rejected")
+        };
         assert_eq!(row.stage, "gateway");
-        assert!(row.reasons.contains("\"scope_mismatch\""), "{}", row.reasons);
+        assert!(
+            row.reasons.contains("\"scope_mismatch\""),
+            "{}",
+            row.reasons
+        );
         assert_eq!((row.event_type.as_str(), row.raw.as_str()), ("view", event));
     }
 
     #[test]
+    fn schema_violations_are_rejected_with_every_reason() {
+        let event = r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z","properties":{"a":"x"}}"#;
+        let Decoded::Rejected(row) = decode(&envelope(event, ""), POSITION) else {
+            panic!("must be rejected")
+        };
+        assert_eq!(row.stage, "worker");
+        assert!(
+            row.reasons.contains("\"wrong_type\"") && row.reasons.contains("\"missing_source\""),
+            "{}",
+            row.reasons
+        );
+        let unknown = r#"{"eventType":"click","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"}"#;
+        let Decoded::Rejected(row) = decode(&envelope(unknown, ""), POSITION) else {
+            panic!("must be rejected")
+        };
+        assert!(
+            row.reasons.contains("unknown_event_type"),
+            "{}",
+            row.reasons
+        );
+    }
+
+    #[test]
     fn poison_record_is_rejected_not_retried() {
-        let Decoded::Poison(row) = decode(b"not json", POSITION) else { panic!("must be poison") };
-        assert_eq!((row.stage.as_str(), row.raw.as_str()), ("worker", "not json"));
+        let Decoded::Poison(row) = decode(b"not json", POSITION) else {
+            panic!("must be poison")
+        };
+        assert_eq!(
+            (row.stage.as_str(), row.raw.as_str()),
+            ("worker", "not json")
+        );
         assert!(row.reasons.contains("undecodable_record"));
         assert_eq!(row.event_id, "kafka-3-42");
     }

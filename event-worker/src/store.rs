@@ -54,7 +54,12 @@ impl Store {
 
     /// Creates the database and every table and view if missing. Idempotent.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        bounded(self.admin.query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database)).execute()).await?;
+        bounded(
+            self.admin
+                .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
+                .execute(),
+        )
+        .await?;
         for (name, text) in MIGRATIONS {
             for statement in statements(text, &self.database) {
                 tracing::debug!(migration = name, "applying statement");
@@ -133,7 +138,12 @@ fn statements(text: &str, database: &str) -> Vec<String> {
         .join("\n");
     without_comments
         .split(";\n")
-        .map(|s| s.trim().trim_end_matches(';').trim().replace("{database}", database))
+        .map(|s| {
+            s.trim()
+                .trim_end_matches(';')
+                .trim()
+                .replace("{database}", database)
+        })
         .filter(|s| !s.is_empty())
         .collect()
 }
@@ -144,9 +154,14 @@ mod tests {
 
     #[test]
     fn migrations_split_into_statements_for_the_named_database() {
-        let all: Vec<String> = MIGRATIONS.iter().flat_map(|(_, text)| statements(text, "db1")).collect();
+        let all: Vec<String> = MIGRATIONS
+            .iter()
+            .flat_map(|(_, text)| statements(text, "db1"))
+            .collect();
         assert_eq!(all.len(), 3);
-        assert!(all.iter().all(|s| !s.contains("{database}") && !s.contains("--")));
+        assert!(all
+            .iter()
+            .all(|s| !s.contains("{database}") && !s.contains("--")));
         assert!(all[0].starts_with("CREATE TABLE IF NOT EXISTS db1.events"));
         assert!(all[2].starts_with("CREATE VIEW IF NOT EXISTS db1.event_log"));
     }

@@ -7,10 +7,10 @@
 //! write keys are long random tokens, not human passwords, and the check sits on
 //! the hot path of every request.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
 
-use proto::config::{Bootstrap, DataSourceSpec};
+use proto::config::DataSourceRecord;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
@@ -23,44 +23,13 @@ pub fn hash_key(key: &str) -> KeyHash {
     Sha256::digest(key.as_bytes()).into()
 }
 
-/// A data source as the gateway needs it on the hot path.
-#[derive(Debug)]
-pub struct DataSource {
-    pub id: String,
-    pub enabled: bool,
-    key_hashes: Vec<KeyHash>,
-    pub rate_limiter: Option<RateLimiter>,
+/// `sha256:<hex>`, the stored form of a key hash.
+pub fn key_hash_text(hash: &KeyHash) -> String {
+    let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
-impl DataSource {
-    pub fn from_spec(spec: &DataSourceSpec) -> Result<Self, String> {
-        let mut key_hashes: Vec<KeyHash> = spec.write_keys.iter().map(|k| hash_key(k)).collect();
-        for text in &spec.write_key_hashes {
-            key_hashes.push(parse_key_hash(text).ok_or_else(|| {
-                format!("data source {:?}: write key hash {text:?} is not sha256:<64 hex digits>", spec.id)
-            })?);
-        }
-        if spec.id.trim().is_empty() {
-            return Err("a data source needs a non-empty id".into());
-        }
-        Ok(Self {
-            id: spec.id.clone(),
-            enabled: spec.enabled,
-            key_hashes,
-            rate_limiter: spec.max_events_per_second.map(RateLimiter::per_second),
-        })
-    }
-
-    fn accepts_key(&self, presented: &KeyHash) -> bool {
-        let mut matched = Choice::from(0);
-        for hash in &self.key_hashes {
-            matched |= hash.ct_eq(presented);
-        }
-        matched.into()
-    }
-}
-
-fn parse_key_hash(text: &str) -> Option<KeyHash> {
+pub fn parse_key_hash(text: &str) -> Option<KeyHash> {
     let hex = text.strip_prefix("sha256:")?;
     if hex.len() != 64 {
         return None;
@@ -72,24 +41,65 @@ fn parse_key_hash(text: &str) -> Option<KeyHash> {
     Some(hash)
 }
 
-/// All data sources this gateway knows, by id.
+/// A data source as the gateway needs it on the hot path.
+#[derive(Debug)]
+pub struct DataSource {
+    pub id: String,
+    pub enabled: bool,
+    key_hashes: Vec<KeyHash>,
+    pub rate_limiter: Option<RateLimiter>,
+    /// What it was built from, to rebuild only what changed.
+    record: DataSourceRecord,
+}
+
+impl DataSource {
+    pub fn from_record(record: &DataSourceRecord) -> Self {
+        Self {
+            id: record.id.clone(),
+            enabled: record.enabled,
+            // Hashes were checked when written; an unreadable one matches nothing.
+            key_hashes: record
+                .tokens
+                .iter()
+                .filter_map(|t| parse_key_hash(&t.hash))
+                .collect(),
+            rate_limiter: record.max_events_per_second.map(RateLimiter::per_second),
+            record: record.clone(),
+        }
+    }
+
+    fn accepts_key(&self, presented: &KeyHash) -> bool {
+        let mut matched = Choice::from(0);
+        for hash in &self.key_hashes {
+            matched |= hash.ct_eq(presented);
+        }
+        matched.into()
+    }
+}
+
+/// All data sources this gateway knows, by id, kept in step with the config log.
 #[derive(Debug, Default)]
 pub struct Registry {
     sources: RwLock<HashMap<String, Arc<DataSource>>>,
 }
 
 impl Registry {
-    pub fn from_bootstrap(bootstrap: &Bootstrap) -> Result<Self, String> {
-        let registry = Self::default();
-        for spec in &bootstrap.data_sources {
-            registry.upsert(DataSource::from_spec(spec)?);
+    /// Makes the registry match `records`. A data source whose record did not
+    /// change is kept as it is, rate-limit budget included.
+    pub fn sync(&self, records: &BTreeMap<String, DataSourceRecord>) {
+        let mut sources = self
+            .sources
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        sources.retain(|id, _| records.contains_key(id));
+        for (id, record) in records {
+            if sources
+                .get(id)
+                .is_none_or(|current| current.record != *record)
+            {
+                sources.insert(id.clone(), Arc::new(DataSource::from_record(record)));
+            }
         }
-        Ok(registry)
-    }
-
-    pub fn upsert(&self, source: DataSource) {
-        let mut sources = self.sources.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        sources.insert(source.id.clone(), Arc::new(source));
     }
 
     pub fn len(&self) -> usize {
@@ -109,7 +119,9 @@ impl Registry {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .get(client_id)
             .cloned();
-        let source = source.filter(|s| s.accepts_key(&presented)).ok_or(ApiError::InvalidCredentials)?;
+        let source = source
+            .filter(|s| s.accepts_key(&presented))
+            .ok_or(ApiError::InvalidCredentials)?;
         if !source.enabled {
             return Err(ApiError::DataSourceDisabled(source.id.clone()));
         }
@@ -120,10 +132,29 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proto::config::TokenRecord;
 
-    fn registry(json: &str) -> Registry {
-        let bootstrap: Bootstrap = serde_json::from_str(json).unwrap_or_default();
-        Registry::from_bootstrap(&bootstrap).unwrap_or_default()
+    fn record(id: &str, keys: &[&str], enabled: bool) -> DataSourceRecord {
+        DataSourceRecord {
+            id: id.into(),
+            name: String::new(),
+            enabled,
+            tokens: keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| TokenRecord {
+                    id: format!("t{i}"),
+                    hash: key_hash_text(&hash_key(k)),
+                })
+                .collect(),
+            max_events_per_second: None,
+        }
+    }
+
+    fn registry(records: &[DataSourceRecord]) -> Registry {
+        let registry = Registry::default();
+        registry.sync(&records.iter().map(|r| (r.id.clone(), r.clone())).collect());
+        registry
     }
 
     fn outcome(registry: &Registry, id: &str, token: &str) -> Result<String, String> {
@@ -135,28 +166,47 @@ mod tests {
 
     #[test]
     fn accepts_every_live_key_and_refuses_others() {
-        let hash = format!("sha256:{}", hash_key("second").iter().map(|b| format!("{b:02x}")).collect::<String>());
-        let r = registry(&format!(
-            r#"{{"dataSources":[{{"id":"shop","writeKeys":["first"],"writeKeyHashes":["{hash}"]}}]}}"#
-        ));
+        let r = registry(&[record("shop", &["first", "second"], true)]);
         assert_eq!(outcome(&r, "shop", "first"), Ok("shop".into()));
         assert_eq!(outcome(&r, "shop", "second"), Ok("shop".into()));
-        assert_eq!(outcome(&r, "shop", "third"), Err("invalid_credentials".into()));
-        assert_eq!(outcome(&r, "other", "first"), Err("invalid_credentials".into()));
+        assert_eq!(
+            outcome(&r, "shop", "third"),
+            Err("invalid_credentials".into())
+        );
+        assert_eq!(
+            outcome(&r, "other", "first"),
+            Err("invalid_credentials".into())
+        );
     }
 
     #[test]
     fn disabled_source_is_forbidden_only_with_a_valid_key() {
-        let r = registry(r#"{"dataSources":[{"id":"off","writeKeys":["k"],"enabled":false}]}"#);
+        let r = registry(&[record("off", &["k"], false)]);
         assert_eq!(outcome(&r, "off", "k"), Err("data_source_disabled".into()));
-        assert_eq!(outcome(&r, "off", "wrong"), Err("invalid_credentials".into()));
+        assert_eq!(
+            outcome(&r, "off", "wrong"),
+            Err("invalid_credentials".into())
+        );
     }
 
     #[test]
-    fn malformed_key_hash_is_a_configuration_error() {
-        let bootstrap: Bootstrap =
-            serde_json::from_str(r#"{"dataSources":[{"id":"x","writeKeyHashes":["md5:abc"]}]}"#).unwrap_or_default();
-        let err = Registry::from_bootstrap(&bootstrap).err().unwrap_or_default();
-        assert!(err.contains("sha256:<64 hex digits>"), "{err}");
+    fn sync_applies_revocations_and_deletions() {
+        let r = registry(&[record("a", &["k1", "k2"], true), record("b", &["k"], true)]);
+        r.sync(
+            &[("a".to_string(), record("a", &["k2"], true))]
+                .into_iter()
+                .collect(),
+        );
+        assert_eq!(outcome(&r, "a", "k1"), Err("invalid_credentials".into()));
+        assert_eq!(outcome(&r, "a", "k2"), Ok("a".into()));
+        assert_eq!(outcome(&r, "b", "k"), Err("invalid_credentials".into()));
+    }
+
+    #[test]
+    fn key_hash_text_round_trips_and_bad_text_is_refused() {
+        let hash = hash_key("secret");
+        assert_eq!(parse_key_hash(&key_hash_text(&hash)), Some(hash));
+        assert_eq!(parse_key_hash("md5:abc"), None);
+        assert_eq!(parse_key_hash(&format!("sha256:{}", "zz".repeat(32))), None);
     }
 }

@@ -10,6 +10,9 @@ use clap::Parser;
 /// `message.max.bytes` (1 MB by default), and the envelope adds a little.
 const MAX_EVENT_BYTES_CEILING: usize = 900 * 1024;
 
+/// Admin token when none is configured and the admin API is on loopback only.
+pub const DEMO_ADMIN_TOKEN: &str = "demo-admin-token";
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "ingest-gateway",
@@ -26,6 +29,15 @@ pub struct Config {
     #[arg(long, env = "POWEHI_PATH_PREFIX", default_value = "/powehi")]
     pub path_prefix: String,
 
+    /// Address of the admin API (data sources, schemas, event log).
+    #[arg(long, env = "POWEHI_ADMIN_ADDR", default_value = "127.0.0.1:8081")]
+    pub admin_addr: SocketAddr,
+
+    /// Bearer token of the admin API. Required unless the admin address is
+    /// loopback, where it defaults to `demo-admin-token`.
+    #[arg(long, env = "POWEHI_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
     /// Kafka bootstrap servers, comma separated.
     #[arg(long, env = "POWEHI_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub kafka_brokers: String,
@@ -38,7 +50,35 @@ pub struct Config {
     #[arg(long, env = "POWEHI_RAW_TOPIC_PARTITIONS", default_value_t = 12)]
     pub raw_topic_partitions: i32,
 
-    /// JSON file of data sources and event schemas loaded at start (config as code).
+    /// Compacted topic holding data sources and event schemas (created if missing).
+    #[arg(long, env = "POWEHI_CONFIG_TOPIC", default_value = proto::topics::CONFIG)]
+    pub config_topic: String,
+
+    /// ClickHouse HTTP interface, for event-log reads.
+    #[arg(
+        long,
+        env = "POWEHI_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
+    pub clickhouse_url: String,
+
+    /// ClickHouse database the workers write to.
+    #[arg(long, env = "POWEHI_CLICKHOUSE_DATABASE", default_value = "powehi")]
+    pub clickhouse_database: String,
+
+    #[arg(long, env = "POWEHI_CLICKHOUSE_USER", default_value = "default")]
+    pub clickhouse_user: String,
+
+    #[arg(
+        long,
+        env = "POWEHI_CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
+    pub clickhouse_password: String,
+
+    /// JSON file of data sources and event schemas upserted into the config log
+    /// at start (config as code).
     #[arg(long, env = "POWEHI_BOOTSTRAP")]
     pub bootstrap: Option<PathBuf>,
 
@@ -52,7 +92,11 @@ pub struct Config {
 
     /// How long Kafka may take to acknowledge a request's events before the
     /// request is answered 503 (librdkafka's message.timeout.ms).
-    #[arg(long, env = "POWEHI_KAFKA_DELIVERY_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "POWEHI_KAFKA_DELIVERY_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub kafka_delivery_timeout_ms: u64,
 
     /// How long the producer waits to fill a batch (librdkafka's linger.ms).
@@ -82,7 +126,23 @@ impl Config {
         }
         let prefix = self.path_prefix.trim_end_matches('/');
         if !prefix.is_empty() && !prefix.starts_with('/') {
-            return Err(format!("POWEHI_PATH_PREFIX={:?} must start with /", self.path_prefix));
+            return Err(format!(
+                "POWEHI_PATH_PREFIX={:?} must start with /",
+                self.path_prefix
+            ));
+        }
+        if self.admin_token.is_none() && !self.admin_addr.ip().is_loopback() {
+            return Err(format!(
+                "POWEHI_ADMIN_TOKEN is required when the admin API listens on {} (not loopback)",
+                self.admin_addr
+            ));
+        }
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| t.trim().len() < 8)
+        {
+            return Err("POWEHI_ADMIN_TOKEN must be at least 8 characters".into());
         }
         if self.raw_topic_partitions < 1 {
             return Err("POWEHI_RAW_TOPIC_PARTITIONS must be at least 1".into());
@@ -93,6 +153,11 @@ impl Config {
     /// The prefix without a trailing slash; empty when ingest is served only at the root.
     pub fn normalized_prefix(&self) -> &str {
         self.path_prefix.trim_end_matches('/')
+    }
+
+    /// The admin token in force: the configured one, or the demo default on loopback.
+    pub fn effective_admin_token(&self) -> &str {
+        self.admin_token.as_deref().unwrap_or(DEMO_ADMIN_TOKEN)
     }
 
     pub fn delivery_timeout(&self) -> Duration {

@@ -45,7 +45,10 @@ pub enum ApiError {
     #[error("Kafka did not acknowledge the events ({0}); nothing was acknowledged, retry later")]
     KafkaUnavailable(String),
     #[error("none of the {count} events was accepted: see errors")]
-    AllEventsRefused { count: usize, errors: Vec<EventError> },
+    AllEventsRefused {
+        count: usize,
+        errors: Vec<EventError>,
+    },
     #[error("reading the request failed: {0}")]
     BadRequestStream(String),
 }
@@ -73,7 +76,9 @@ impl ApiError {
 
     fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            Self::RateLimited { retry_after_secs, .. } => Some(*retry_after_secs),
+            Self::RateLimited {
+                retry_after_secs, ..
+            } => Some(*retry_after_secs),
             Self::KafkaUnavailable(_) => Some(KAFKA_RETRY_AFTER_SECS),
             _ => None,
         }

@@ -55,29 +55,46 @@ pub async fn smile(
         Err(error) => actix_web::ResponseError::status_code(error),
     };
     let metrics = &state.metrics;
-    metrics.http_requests.with_label_values(&["smile", status.as_str()]).inc();
-    metrics.request_duration.with_label_values(&["smile"]).observe(started.elapsed().as_secs_f64());
+    metrics
+        .http_requests
+        .with_label_values(&["smile", status.as_str()])
+        .inc();
+    metrics
+        .request_duration
+        .with_label_values(&["smile"])
+        .observe(started.elapsed().as_secs_f64());
     result
 }
 
-async fn ingest(request: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<HttpResponse, ApiError> {
+async fn ingest(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
     let received_at_ms = Utc::now().timestamp_millis();
     check_media_type(request)?;
     let source = authenticate(request, state)?;
     let body = read_body(request, payload, state.config.max_body_bytes).await?;
     let batch = parse_batch(&body)?;
     if let Some(limiter) = &source.rate_limiter {
-        limiter.try_take(batch.events.len(), Instant::now()).map_err(|wait| ApiError::RateLimited {
-            source_id: source.id.clone(),
-            per_second: limiter.events_per_second(),
-            retry_after_secs: wait.as_secs_f64().ceil() as u64,
-        })?;
+        limiter
+            .try_take(batch.events.len(), Instant::now())
+            .map_err(|wait| ApiError::RateLimited {
+                source_id: source.id.clone(),
+                per_second: limiter.events_per_second(),
+                retry_after_secs: wait.as_secs_f64().ceil() as u64,
+            })?;
     }
 
     let mut records = Vec::with_capacity(batch.events.len());
     let mut errors = Vec::new();
     for (index, event) in batch.events.iter().enumerate() {
-        match envelope_for(event, &source.id, received_at_ms, state.config.max_event_bytes) {
+        match envelope_for(
+            event,
+            &source.id,
+            received_at_ms,
+            state.config.max_event_bytes,
+        ) {
             Ok(record) => records.push(record),
             Err((reason, record)) => {
                 errors.push(EventError {
@@ -89,11 +106,23 @@ async fn ingest(request: &HttpRequest, payload: web::Payload, state: &AppState) 
             }
         }
     }
-    state.sink.send_all(&records).await.map_err(|e| ApiError::KafkaUnavailable(e.to_string()))?;
+    state
+        .sink
+        .send_all(&records)
+        .await
+        .map_err(|e| ApiError::KafkaUnavailable(e.to_string()))?;
 
     let accepted = batch.events.len() - errors.len();
-    state.metrics.events.with_label_values(&["accepted"]).inc_by(accepted as u64);
-    state.metrics.events.with_label_values(&["refused"]).inc_by(errors.len() as u64);
+    state
+        .metrics
+        .events
+        .with_label_values(&["accepted"])
+        .inc_by(accepted as u64);
+    state
+        .metrics
+        .events
+        .with_label_values(&["refused"])
+        .inc_by(errors.len() as u64);
     if accepted == 0 {
         return Err(ApiError::AllEventsRefused {
             count: errors.len(),
@@ -114,7 +143,12 @@ fn check_media_type(request: &HttpRequest) -> Result<(), ApiError> {
         return Ok(());
     };
     let text = value.to_str().unwrap_or("");
-    let essence = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     match essence.as_str() {
         "application/json" | "text/plain" => Ok(()),
         _ => Err(ApiError::UnsupportedMediaType(text.to_string())),
@@ -122,7 +156,13 @@ fn check_media_type(request: &HttpRequest) -> Result<(), ApiError> {
 }
 
 fn authenticate(request: &HttpRequest, state: &AppState) -> Result<Arc<DataSource>, ApiError> {
-    let header = |name: &str| request.headers().get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+    };
     match (header("x-client-id"), header("x-client-access-token")) {
         (Some(client_id), Some(token)) => state.registry.authenticate(client_id, token),
         _ => Err(ApiError::MissingCredentials),
@@ -130,7 +170,11 @@ fn authenticate(request: &HttpRequest, state: &AppState) -> Result<Arc<DataSourc
 }
 
 /// Reads the body, refusing it as soon as it is known to be over the limit.
-async fn read_body(request: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+async fn read_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
     let declared = request
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -151,10 +195,11 @@ async fn read_body(request: &HttpRequest, mut payload: web::Payload, limit: usiz
 }
 
 fn parse_batch(body: &[u8]) -> Result<Batch<'_>, ApiError> {
-    let batch: Batch<'_> = serde_json::from_slice(body).map_err(|error| match error.classify() {
-        serde_json::error::Category::Data => ApiError::InvalidBody(error.to_string()),
-        _ => ApiError::MalformedJson(error.to_string()),
-    })?;
+    let batch: Batch<'_> =
+        serde_json::from_slice(body).map_err(|error| match error.classify() {
+            serde_json::error::Category::Data => ApiError::InvalidBody(error.to_string()),
+            _ => ApiError::MalformedJson(error.to_string()),
+        })?;
     if batch.events.is_empty() {
         return Err(ApiError::EmptyBatch);
     }
@@ -173,7 +218,10 @@ fn envelope_for(
         let reason = Reason::new(
             ReasonCode::EventTooLarge,
             "$",
-            format!("the event is {} bytes, over the limit of {max_event_bytes}", event.get().len()),
+            format!(
+                "the event is {} bytes, over the limit of {max_event_bytes}",
+                event.get().len()
+            ),
         );
         let excerpt = oversize_excerpt(event.get());
         let id = new_event_id();
@@ -187,7 +235,10 @@ fn envelope_for(
     }
     match check_event(event, client_id) {
         Ok(fields) => {
-            let id = fields.item_id.clone().unwrap_or_else(|| Cow::Owned(new_event_id()));
+            let id = fields
+                .item_id
+                .clone()
+                .unwrap_or_else(|| Cow::Owned(new_event_id()));
             let envelope = Envelope::new(id, client_id, received_at_ms, event);
             Ok(OutRecord {
                 key: record_key(client_id, &fields.session_id),
@@ -195,7 +246,8 @@ fn envelope_for(
             })
         }
         Err(reason) => {
-            let mut envelope = Envelope::new(Cow::Owned(new_event_id()), client_id, received_at_ms, event);
+            let mut envelope =
+                Envelope::new(Cow::Owned(new_event_id()), client_id, received_at_ms, event);
             envelope.refusals.push(reason.clone());
             let record = OutRecord {
                 key: client_id.to_string(),
@@ -239,12 +291,14 @@ mod tests {
 
     #[test]
     fn refused_event_still_travels_with_its_reason() {
-        let event = RawValue::from_string(r#"{"eventType":"view"}"#.to_string()).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        let event = RawValue::from_string(r#"{"eventType":"view"}"#.to_string())
+            .unwrap_or_else(|_| RawValue::NULL.to_owned());
         let Err((reason, record)) = envelope_for(&event, "demo", 1, 1024) else {
             panic!("an event without sessionId must be refused")
         };
         assert_eq!(reason.code, ReasonCode::MissingSessionId);
-        let decoded = Envelope::from_bytes(&record.payload).map(|e| (e.refusals.len(), e.event.get().to_string()));
+        let decoded = Envelope::from_bytes(&record.payload)
+            .map(|e| (e.refusals.len(), e.event.get().to_string()));
         assert_eq!(decoded, Ok((1, r#"{"eventType":"view"}"#.to_string())));
     }
 

@@ -5,14 +5,20 @@
 //! - [`auth`]: data sources and hashed write keys; [`ratelimit`]: per-source budget.
 //! - [`ingest`]: `POST /smile`, from request to Kafka acknowledgement.
 //! - [`sink`]: the idempotent Kafka producer and the raw topic.
+//! - [`configlog`]: replays and follows `powehi.config`; writes with read-your-writes.
+//! - [`bootstrap`]: `POWEHI_BOOTSTRAP`, upserted into the config log at start.
+//! - [`admin`]: the admin API (data sources, schemas, event log) on its own listener.
 //! - [`errors`]: every failure and its HTTP answer; [`metrics`]: Prometheus.
 //!
 //! Data flow: a request is checked (media type, credentials, size, shape, rate),
 //! each event's envelope is checked, every event becomes one record on the raw
 //! topic, and the answer goes out once Kafka has acknowledged them all.
 
+pub mod admin;
 pub mod auth;
+pub mod bootstrap;
 pub mod config;
+pub mod configlog;
 pub mod errors;
 pub mod ingest;
 pub mod metrics;
@@ -30,45 +36,109 @@ use proto::config::Bootstrap;
 
 pub use config::Config;
 
-use crate::auth::Registry;
+use crate::auth::{hash_key, KeyHash, Registry};
+use crate::configlog::ConfigLog;
 use crate::metrics::Metrics;
 use crate::sink::KafkaSink;
 
 /// What every request handler shares.
 pub struct AppState {
     pub config: Config,
+    /// Data sources, kept in step with the config log.
     pub registry: Registry,
     pub sink: KafkaSink,
+    pub config_log: Arc<ConfigLog>,
+    /// Reads of the event log (the workers' database).
+    pub event_log: clickhouse::Client,
+    pub admin_token_hash: KeyHash,
     pub metrics: Arc<Metrics>,
     /// Set by the readiness probe: the broker answers and the raw topic exists.
     pub kafka_ready: AtomicBool,
+    /// The bootstrap file is applied (and so visible in the registry).
+    pub bootstrapped: AtomicBool,
 }
 
 /// Starts the gateway and serves until `shutdown` resolves, then drains: stops
 /// accepting, finishes in-flight requests (each waits for its Kafka acks) and
 /// flushes the producer.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let bootstrap = load_bootstrap(&config)?;
-    let registry = Registry::from_bootstrap(&bootstrap).map_err(|e| anyhow::anyhow!(e))?;
-    if registry.is_empty() {
-        tracing::warn!("no data source is configured: every request will be refused (set POWEHI_BOOTSTRAP)");
+    let bootstrap = match &config.bootstrap {
+        Some(path) => bootstrap::load(path)?,
+        None => Bootstrap::default(),
+    };
+    if config.admin_token.is_none() {
+        tracing::warn!(addr = %config.admin_addr, "POWEHI_ADMIN_TOKEN not set: the loopback admin API uses the demo token");
     }
     let metrics = Arc::new(Metrics::new()?);
     let sink = KafkaSink::new(&config, metrics.clone()).context("creating the kafka producer")?;
+    let config_log = Arc::new(
+        ConfigLog::new(&config.kafka_brokers, &config.config_topic)
+            .context("creating the config log client")?,
+    );
+    // Validation off: ClickHouse 18.16 lacks RowBinaryWithNamesAndTypes.
+    let event_log = clickhouse::Client::default()
+        .with_url(&config.clickhouse_url)
+        .with_user(&config.clickhouse_user)
+        .with_password(&config.clickhouse_password)
+        .with_database(&config.clickhouse_database)
+        .with_validation(false);
     let state = web::Data::new(AppState {
-        registry,
+        registry: Registry::default(),
         sink,
+        config_log: config_log.clone(),
+        event_log,
+        admin_token_hash: hash_key(config.effective_admin_token()),
         metrics,
         kafka_ready: AtomicBool::new(false),
+        bootstrapped: AtomicBool::new(false),
         config: config.clone(),
     });
     actix_web::rt::spawn(watch_kafka(state.clone().into_inner()));
+    let (on_change, on_record) = (state.clone(), state.clone());
+    actix_web::rt::spawn(config_log.follower.clone().follow(
+        move |snapshot| on_change.registry.sync(&snapshot.data_sources),
+        move |outcome| {
+            let result = if outcome.is_ok() {
+                "applied"
+            } else {
+                "invalid"
+            };
+            on_record
+                .metrics
+                .config_records
+                .with_label_values(&[result])
+                .inc();
+        },
+    ));
+    actix_web::rt::spawn(apply_bootstrap(state.clone().into_inner(), bootstrap));
 
+    let public = public_server(&config, state.clone())?;
+    let admin = admin_server(&config, state.clone())?;
+    tracing::info!(addr = %config.http_addr, prefix = %config.path_prefix, "ingest gateway listening");
+    tracing::info!(addr = %config.admin_addr, "admin api listening");
+
+    let (public_handle, admin_handle) = (public.handle(), admin.handle());
+    let serving = actix_web::rt::spawn(public);
+    let admin_serving = actix_web::rt::spawn(admin);
+    shutdown.await;
+    tracing::info!("shutting down: draining in-flight requests");
+    admin_handle.stop(true).await;
+    public_handle.stop(true).await;
+    let _ = serving.await;
+    let _ = admin_serving.await;
+    state.sink.flush(Duration::from_secs(10));
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn public_server(
+    config: &Config,
+    state: web::Data<AppState>,
+) -> anyhow::Result<actix_web::dev::Server> {
     let prefix = config.normalized_prefix().to_string();
-    let app_state = state.clone();
     let server = HttpServer::new(move || {
         let mut app = App::new()
-            .app_data(app_state.clone())
+            .app_data(state.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics_text))
@@ -79,34 +149,66 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         app.default_service(web::to(errors::not_found))
     })
     .disable_signals()
-    // Below the usual 30 s of orchestrators, above the Kafka delivery timeout.
+    // Long enough for in-flight requests to get their Kafka acks.
     .shutdown_timeout(config.delivery_timeout().as_secs() + 5);
     let server = match config.http_workers {
         Some(workers) => server.workers(workers),
         None => server,
-    }
-    .bind(config.http_addr)
-    .with_context(|| format!("binding {}", config.http_addr))?
-    .run();
-    tracing::info!(addr = %config.http_addr, prefix = %config.path_prefix, "ingest gateway listening");
-
-    let handle = server.handle();
-    let serving = actix_web::rt::spawn(server);
-    shutdown.await;
-    tracing::info!("shutting down: draining in-flight requests");
-    handle.stop(true).await;
-    let _ = serving.await;
-    state.sink.flush(Duration::from_secs(10));
-    tracing::info!("stopped");
-    Ok(())
+    };
+    Ok(server
+        .bind(config.http_addr)
+        .with_context(|| format!("binding {}", config.http_addr))?
+        .run())
 }
 
-fn load_bootstrap(config: &Config) -> anyhow::Result<Bootstrap> {
-    let Some(path) = &config.bootstrap else {
-        return Ok(Bootstrap::default());
-    };
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading POWEHI_BOOTSTRAP {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("parsing POWEHI_BOOTSTRAP {}", path.display()))
+fn admin_server(
+    config: &Config,
+    state: web::Data<AppState>,
+) -> anyhow::Result<actix_web::dev::Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(admin::configure)
+            .default_service(web::to(admin::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(15);
+    Ok(server
+        .bind(config.admin_addr)
+        .with_context(|| format!("binding {}", config.admin_addr))?
+        .run())
+}
+
+/// Once the config log is replayed, writes what the bootstrap file declares
+/// and the log does not say yet; retries until it is done.
+async fn apply_bootstrap(state: Arc<AppState>, bootstrap: Bootstrap) {
+    loop {
+        if state.config_log.is_caught_up() {
+            match bootstrap::upserts(&bootstrap, &state.config_log.snapshot()) {
+                Err(problem) => {
+                    tracing::error!(problem, "bootstrap file cannot be applied");
+                    return;
+                }
+                Ok(writes) => {
+                    let mut failed = false;
+                    for (key, record) in &writes {
+                        if let Err(error) = state.config_log.write(key, Some(record)).await {
+                            tracing::warn!(%error, key, "bootstrap write failed, retrying");
+                            failed = true;
+                            break;
+                        }
+                    }
+                    if !failed {
+                        tracing::info!(records = writes.len(), "bootstrap applied");
+                        state.bootstrapped.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Creates the raw topic when needed and keeps the readiness flag current.
@@ -114,13 +216,19 @@ async fn watch_kafka(state: Arc<AppState>) {
     let mut topic_ready = false;
     loop {
         if !topic_ready {
-            match state.sink.ensure_topic(state.config.raw_topic_partitions).await {
+            match state
+                .sink
+                .ensure_topic(state.config.raw_topic_partitions)
+                .await
+            {
                 Ok(()) => topic_ready = true,
                 Err(error) => tracing::warn!(%error, "raw topic not available yet"),
             }
         }
         let probe_state = state.clone();
-        let ready = tokio::task::spawn_blocking(move || probe_state.sink.probe()).await.unwrap_or(false);
+        let ready = tokio::task::spawn_blocking(move || probe_state.sink.probe())
+            .await
+            .unwrap_or(false);
         if ready != state.kafka_ready.swap(ready, Ordering::Relaxed) {
             tracing::info!(ready, "kafka readiness changed");
         }
@@ -134,14 +242,17 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.kafka_ready.load(Ordering::Relaxed) {
-        HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
+    let reason = if !state.kafka_ready.load(Ordering::Relaxed) {
+        "kafka is unreachable or the raw topic does not exist yet"
+    } else if !state.config_log.is_caught_up() {
+        "the config log is still being replayed"
+    } else if !state.bootstrapped.load(Ordering::Relaxed) {
+        "the bootstrap file is not applied yet"
     } else {
-        HttpResponse::ServiceUnavailable().json(serde_json::json!({
-            "status": "not_ready",
-            "reason": "kafka is unreachable or the raw topic does not exist yet"
-        }))
-    }
+        return HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }));
+    };
+    HttpResponse::ServiceUnavailable()
+        .json(serde_json::json!({ "status": "not_ready", "reason": reason }))
 }
 
 async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {

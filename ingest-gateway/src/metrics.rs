@@ -1,8 +1,8 @@
 //! Prometheus metrics of the gateway, all named `powehi_gateway_*`.
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -21,6 +21,10 @@ pub struct Metrics {
     pub kafka_producer_restarts: IntCounter,
     /// 1 while the gateway can reach the broker and the raw topic exists.
     pub kafka_ready: IntGauge,
+    /// Config-log records by result (`applied`, `invalid`).
+    pub config_records: IntCounterVec,
+    /// Admin API requests by route and status.
+    pub admin_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -29,16 +33,25 @@ impl Metrics {
         let latency_buckets = exponential_buckets(0.0005, 2.0, 16)?;
         let metrics = Self {
             http_requests: IntCounterVec::new(
-                Opts::new("powehi_gateway_http_requests_total", "HTTP requests by route and status"),
+                Opts::new(
+                    "powehi_gateway_http_requests_total",
+                    "HTTP requests by route and status",
+                ),
                 &["route", "status"],
             )?,
             request_duration: HistogramVec::new(
-                HistogramOpts::new("powehi_gateway_request_duration_seconds", "Ingest request latency")
-                    .buckets(latency_buckets.clone()),
+                HistogramOpts::new(
+                    "powehi_gateway_request_duration_seconds",
+                    "Ingest request latency",
+                )
+                .buckets(latency_buckets.clone()),
                 &["route"],
             )?,
             events: IntCounterVec::new(
-                Opts::new("powehi_gateway_events_total", "Events by outcome (accepted, refused)"),
+                Opts::new(
+                    "powehi_gateway_events_total",
+                    "Events by outcome (accepted, refused)",
+                ),
                 &["outcome"],
             )?,
             kafka_delivery_errors: IntCounter::new(
@@ -56,16 +69,53 @@ impl Metrics {
                 "powehi_gateway_kafka_producer_restarts_total",
                 "Producers replaced after a fatal error",
             )?,
-            kafka_ready: IntGauge::new("powehi_gateway_kafka_ready", "1 when the broker and the raw topic answer")?,
+            kafka_ready: IntGauge::new(
+                "powehi_gateway_kafka_ready",
+                "1 when the broker and the raw topic answer",
+            )?,
+            config_records: IntCounterVec::new(
+                Opts::new(
+                    "powehi_gateway_config_records_total",
+                    "Config-log records by result (applied, invalid)",
+                ),
+                &["result"],
+            )?,
+            admin_requests: IntCounterVec::new(
+                Opts::new(
+                    "powehi_gateway_admin_requests_total",
+                    "Admin API requests by route and status",
+                ),
+                &["route", "status"],
+            )?,
             registry,
         };
-        metrics.registry.register(Box::new(metrics.http_requests.clone()))?;
-        metrics.registry.register(Box::new(metrics.request_duration.clone()))?;
-        metrics.registry.register(Box::new(metrics.events.clone()))?;
-        metrics.registry.register(Box::new(metrics.kafka_delivery_errors.clone()))?;
-        metrics.registry.register(Box::new(metrics.kafka_delivery_duration.clone()))?;
-        metrics.registry.register(Box::new(metrics.kafka_producer_restarts.clone()))?;
-        metrics.registry.register(Box::new(metrics.kafka_ready.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.http_requests.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.request_duration.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.events.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.kafka_delivery_errors.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.kafka_delivery_duration.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.kafka_producer_restarts.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.kafka_ready.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.config_records.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.admin_requests.clone()))?;
         Ok(metrics)
     }
 

@@ -41,8 +41,13 @@ impl RateLimiter {
 
     /// Takes `events` tokens, or says how long until they would be there.
     pub fn try_take(&self, events: usize, now: Instant) -> Result<(), Duration> {
-        let mut bucket = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let elapsed = now.saturating_duration_since(bucket.refilled_at).as_secs_f64();
+        let mut bucket = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let elapsed = now
+            .saturating_duration_since(bucket.refilled_at)
+            .as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.per_second).min(self.per_second);
         bucket.refilled_at = now;
         let cost = (events as f64).min(self.per_second);
@@ -50,7 +55,9 @@ impl RateLimiter {
             bucket.tokens -= cost;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((cost - bucket.tokens) / self.per_second))
+            Err(Duration::from_secs_f64(
+                (cost - bucket.tokens) / self.per_second,
+            ))
         }
     }
 }
@@ -65,9 +72,15 @@ mod tests {
         let start = Instant::now();
         assert!(limiter.try_take(10, start).is_ok());
         let wait = limiter.try_take(1, start).err();
-        assert!(wait.is_some_and(|w| w > Duration::from_millis(90) && w <= Duration::from_millis(100)));
-        assert!(limiter.try_take(5, start + Duration::from_millis(500)).is_ok());
-        assert!(limiter.try_take(1, start + Duration::from_millis(500)).is_err());
+        assert!(
+            wait.is_some_and(|w| w > Duration::from_millis(90) && w <= Duration::from_millis(100))
+        );
+        assert!(limiter
+            .try_take(5, start + Duration::from_millis(500))
+            .is_ok());
+        assert!(limiter
+            .try_take(1, start + Duration::from_millis(500))
+            .is_err());
     }
 
     #[test]
@@ -75,7 +88,9 @@ mod tests {
         let limiter = RateLimiter::per_second(10);
         let start = Instant::now();
         assert!(limiter.try_take(50, start).is_ok());
-        assert!(limiter.try_take(50, start + Duration::from_millis(999)).is_err());
+        assert!(limiter
+            .try_take(50, start + Duration::from_millis(999))
+            .is_err());
         assert!(limiter.try_take(50, start + Duration::from_secs(1)).is_ok());
     }
 }

@@ -49,7 +49,10 @@ impl KafkaSink {
             .set("client.id", "powehi-ingest-gateway")
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("message.timeout.ms", config.kafka_delivery_timeout_ms.to_string())
+            .set(
+                "message.timeout.ms",
+                config.kafka_delivery_timeout_ms.to_string(),
+            )
             .set("linger.ms", config.kafka_linger_ms.to_string())
             .set("compression.type", "lz4")
             // Bounded memory: with this much unacknowledged data queued the producer
@@ -66,7 +69,10 @@ impl KafkaSink {
     }
 
     fn producer(&self) -> Arc<FutureProducer> {
-        self.producer.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Queues every record, then waits for every acknowledgement.
@@ -75,7 +81,9 @@ impl KafkaSink {
         let producer = self.producer();
         let mut deliveries = Vec::with_capacity(records.len());
         for record in records {
-            let mut pending = FutureRecord::to(&self.topic).key(&record.key).payload(&record.payload);
+            let mut pending = FutureRecord::to(&self.topic)
+                .key(&record.key)
+                .payload(&record.payload);
             loop {
                 match producer.send_result(pending) {
                     Ok(delivery) => {
@@ -103,7 +111,9 @@ impl KafkaSink {
         if let Some(error) = first_error {
             return Err(self.failed(&producer, error));
         }
-        self.metrics.kafka_delivery_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .kafka_delivery_duration
+            .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
@@ -143,9 +153,11 @@ impl KafkaSink {
         for result in admin.create_topics([&topic], &options).await? {
             match result {
                 Ok(_) | Err((_, Code::TopicAlreadyExists)) => {}
-                Err((name, code)) => return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
-                    tracing::warn!(topic = name, ?code, "cannot create topic");
-                }),
+                Err((name, code)) => {
+                    return Err(KafkaError::AdminOp(code)).inspect_err(|_| {
+                        tracing::warn!(topic = name, ?code, "cannot create topic");
+                    })
+                }
             }
         }
         Ok(())
@@ -154,11 +166,13 @@ impl KafkaSink {
     /// Whether the broker answers and knows the raw topic (blocking: call off the executor).
     pub fn probe(&self) -> bool {
         let producer = self.producer();
-        match producer.client().fetch_metadata(Some(&self.topic), Duration::from_secs(2)) {
-            Ok(metadata) => metadata
-                .topics()
-                .iter()
-                .any(|t| t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty()),
+        match producer
+            .client()
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(2))
+        {
+            Ok(metadata) => metadata.topics().iter().any(|t| {
+                t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty()
+            }),
             Err(_) => false,
         }
     }

@@ -38,7 +38,7 @@ fn enabled_by_default() -> bool {
 }
 
 /// An event schema (validation comes with the schema registry).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EventSchemaSpec {
     pub event_type: String,
@@ -50,7 +50,7 @@ pub struct EventSchemaSpec {
     pub target_required: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PropertySpec {
     pub name: String,
@@ -84,14 +84,203 @@ mod tests {
         let text = include_str!("../../deploy/demo/bootstrap.json");
         let parsed: Result<Bootstrap, _> = serde_json::from_str(text);
         let parsed = parsed.map_err(|e| e.to_string());
-        assert_eq!(parsed.as_ref().map(|b| b.data_sources[0].id.as_str()), Ok("demo"));
-        assert_eq!(parsed.map(|b| b.event_schemas[0].event_type.clone()), Ok("view".to_string()));
+        assert_eq!(
+            parsed.as_ref().map(|b| b.data_sources[0].id.as_str()),
+            Ok("demo")
+        );
+        assert_eq!(
+            parsed.map(|b| b.event_schemas[0].event_type.clone()),
+            Ok("view".to_string())
+        );
     }
 
     #[test]
     fn a_typo_in_the_bootstrap_file_is_an_error_not_a_silent_default() {
         let text = r#"{"dataSources":[{"id":"x","writeKey":"k"}]}"#;
-        let err = serde_json::from_str::<Bootstrap>(text).err().map(|e| e.to_string());
+        let err = serde_json::from_str::<Bootstrap>(text)
+            .err()
+            .map(|e| e.to_string());
         assert!(err.unwrap_or_default().contains("unknown field `writeKey`"));
+    }
+}
+
+/// A record of the compacted config log (`powehi.config`). The Kafka key names
+/// the record ([`data_source_key`], [`schema_key`]); a tombstone deletes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum ConfigRecord {
+    DataSource(DataSourceRecord),
+    EventSchema(EventSchemaRecord),
+}
+
+/// A data source as stored: write keys only as hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DataSourceRecord {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    pub enabled: bool,
+    #[serde(default)]
+    pub tokens: Vec<TokenRecord>,
+    #[serde(default)]
+    pub max_events_per_second: Option<u32>,
+}
+
+/// One live write key of a data source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TokenRecord {
+    /// Names the token for revocation; not secret.
+    pub id: String,
+    /// `sha256:<64 hex digits>` of the write key.
+    pub hash: String,
+}
+
+/// One version of an event schema. Versions are never rewritten: a change is a
+/// new version, and events record the version they were checked against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EventSchemaRecord {
+    pub version: u32,
+    pub schema: EventSchemaSpec,
+}
+
+pub fn data_source_key(id: &str) -> String {
+    format!("datasource/{id}")
+}
+
+/// Zero-padded so keys sort by version.
+pub fn schema_key(event_type: &str, version: u32) -> String {
+    format!("schema/{event_type}/{version:010}")
+}
+
+/// Everything the config log says, as of the last applied record.
+#[derive(Debug, Default, Clone)]
+pub struct ConfigSnapshot {
+    pub data_sources: std::collections::BTreeMap<String, DataSourceRecord>,
+    /// Per event type, every version.
+    pub schemas:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<u32, EventSchemaRecord>>,
+}
+
+impl ConfigSnapshot {
+    /// Applies one record of the log; `value: None` is a tombstone. A record
+    /// whose key does not match its content is refused (and changes nothing).
+    pub fn apply(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), String> {
+        let Some(value) = value else {
+            return self.delete(key);
+        };
+        let record: ConfigRecord = serde_json::from_slice(value)
+            .map_err(|e| format!("config record {key:?} is not readable: {e}"))?;
+        match record {
+            ConfigRecord::DataSource(source) if data_source_key(&source.id) == key => {
+                self.data_sources.insert(source.id.clone(), source);
+            }
+            ConfigRecord::EventSchema(record)
+                if schema_key(&record.schema.event_type, record.version) == key =>
+            {
+                self.schemas
+                    .entry(record.schema.event_type.clone())
+                    .or_default()
+                    .insert(record.version, record);
+            }
+            _ => return Err(format!("config record {key:?} does not match its key")),
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, key: &str) -> Result<(), String> {
+        if let Some(id) = key.strip_prefix("datasource/") {
+            self.data_sources.remove(id);
+            return Ok(());
+        }
+        let parsed = key
+            .strip_prefix("schema/")
+            .and_then(|rest| rest.rsplit_once('/'))
+            .and_then(|(event_type, version)| Some((event_type, version.parse::<u32>().ok()?)));
+        let Some((event_type, version)) = parsed else {
+            return Err(format!("config tombstone {key:?} names no known record"));
+        };
+        if let Some(versions) = self.schemas.get_mut(event_type) {
+            versions.remove(&version);
+            if versions.is_empty() {
+                self.schemas.remove(event_type);
+            }
+        }
+        Ok(())
+    }
+
+    /// The newest version of an event type's schema.
+    pub fn latest_schema(&self, event_type: &str) -> Option<&EventSchemaRecord> {
+        self.schemas
+            .get(event_type)
+            .and_then(|v| v.values().next_back())
+    }
+}
+
+#[cfg(test)]
+mod snapshot_tests {
+    use super::*;
+
+    fn schema_record(event_type: &str, version: u32) -> Vec<u8> {
+        let record = ConfigRecord::EventSchema(EventSchemaRecord {
+            version,
+            schema: EventSchemaSpec {
+                event_type: event_type.into(),
+                properties: Vec::new(),
+                source_required: version > 1,
+                target_required: false,
+            },
+        });
+        serde_json::to_vec(&record).unwrap_or_default()
+    }
+
+    #[test]
+    fn latest_schema_version_wins_and_tombstones_delete() {
+        let mut snapshot = ConfigSnapshot::default();
+        for version in [1, 3, 2] {
+            let applied = snapshot.apply(
+                &schema_key("view", version),
+                Some(&schema_record("view", version)),
+            );
+            assert_eq!(applied, Ok(()));
+        }
+        assert_eq!(snapshot.latest_schema("view").map(|s| s.version), Some(3));
+        assert_eq!(snapshot.apply(&schema_key("view", 3), None), Ok(()));
+        assert_eq!(snapshot.latest_schema("view").map(|s| s.version), Some(2));
+    }
+
+    #[test]
+    fn record_under_a_foreign_key_changes_nothing() {
+        let mut snapshot = ConfigSnapshot::default();
+        assert!(snapshot
+            .apply(&schema_key("click", 1), Some(&schema_record("view", 1)))
+            .is_err());
+        assert!(snapshot
+            .apply("datasource/x", Some(b"{\"kind\":\"nope\"}"))
+            .is_err());
+        assert!(snapshot.schemas.is_empty() && snapshot.data_sources.is_empty());
+    }
+
+    #[test]
+    fn data_source_record_round_trips() {
+        let source = DataSourceRecord {
+            id: "shop".into(),
+            name: "Shop".into(),
+            enabled: true,
+            tokens: vec![TokenRecord {
+                id: "t1".into(),
+                hash: format!("sha256:{}", "ab".repeat(32)),
+            }],
+            max_events_per_second: Some(5),
+        };
+        let bytes =
+            serde_json::to_vec(&ConfigRecord::DataSource(source.clone())).unwrap_or_default();
+        let mut snapshot = ConfigSnapshot::default();
+        assert_eq!(snapshot.apply("datasource/shop", Some(&bytes)), Ok(()));
+        assert_eq!(snapshot.data_sources.get("shop"), Some(&source));
+        assert_eq!(snapshot.apply("datasource/shop", None), Ok(()));
+        assert!(snapshot.data_sources.is_empty());
     }
 }

@@ -51,7 +51,8 @@ impl<'a> Envelope<'a> {
 
     /// Decodes a record; `Err` carries a sentence for the rejection reason.
     pub fn from_bytes(bytes: &'a [u8]) -> Result<Self, String> {
-        let envelope: Self = serde_json::from_slice(bytes).map_err(|e| format!("not a Powehi envelope: {e}"))?;
+        let envelope: Self =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a Powehi envelope: {e}"))?;
         if envelope.v != ENVELOPE_VERSION {
             return Err(format!(
                 "envelope version {} is not supported (this worker reads version {ENVELOPE_VERSION})",
@@ -70,12 +71,18 @@ mod tests {
     #[test]
     fn round_trips_the_event_byte_for_byte() {
         let event = RawValue::from_string(r#"{ "eventType" : "view" }"#.to_string()).ok();
-        let Some(event) = event else { panic!("raw value") };
+        let Some(event) = event else {
+            panic!("raw value")
+        };
         let mut envelope = Envelope::new(Cow::Borrowed("e1"), "demo", 1_700_000_000_123, &event);
-        envelope.refusals.push(Reason::new(ReasonCode::ScopeMismatch, "$.scope", "no"));
+        envelope
+            .refusals
+            .push(Reason::new(ReasonCode::ScopeMismatch, "$.scope", "no"));
         let bytes = envelope.to_bytes();
         let decoded = Envelope::from_bytes(&bytes).map_err(|e| e);
-        let Ok(decoded) = decoded else { panic!("{decoded:?}") };
+        let Ok(decoded) = decoded else {
+            panic!("{decoded:?}")
+        };
         assert_eq!(decoded.event.get(), r#"{ "eventType" : "view" }"#);
         assert_eq!(decoded.received_at_ms, 1_700_000_000_123);
         assert_eq!(decoded.refusals[0].code, ReasonCode::ScopeMismatch);

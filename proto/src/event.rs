@@ -80,10 +80,18 @@ struct RawItemRef<'a> {
 pub fn check_event<'a>(raw: &'a RawValue, client_id: &str) -> Result<EventFields<'a>, Reason> {
     // serde would also read a struct from a JSON array: only objects are events.
     if !raw.get().starts_with('{') {
-        return Err(Reason::new(ReasonCode::InvalidEvent, "$", "an event must be a JSON object"));
+        return Err(Reason::new(
+            ReasonCode::InvalidEvent,
+            "$",
+            "an event must be a JSON object",
+        ));
     }
     let fields: RawFields<'a> = serde_json::from_str(raw.get()).map_err(|e| {
-        Reason::new(ReasonCode::InvalidEvent, "$", format!("the event could not be read: {e}"))
+        Reason::new(
+            ReasonCode::InvalidEvent,
+            "$",
+            format!("the event could not be read: {e}"),
+        )
     })?;
 
     let event_type = required_text(fields.event_type, "eventType", TextKind::StringOnly)
@@ -197,7 +205,9 @@ fn required_text<'a>(
     name: &'static str,
     kind: TextKind,
 ) -> Result<Cow<'a, str>, TextError> {
-    let value = value.filter(|v| !is_null(v)).ok_or(TextError::Missing(name))?;
+    let value = value
+        .filter(|v| !is_null(v))
+        .ok_or(TextError::Missing(name))?;
     let text = match kind {
         TextKind::StringOnly => string(value),
         TextKind::StringOrNumber => string(value).or_else(|| number(value)),
@@ -215,7 +225,10 @@ fn required_text<'a>(
     Ok(text)
 }
 
-fn optional_text<'a>(value: Option<&'a RawValue>, name: &str) -> Result<Option<Cow<'a, str>>, Reason> {
+fn optional_text<'a>(
+    value: Option<&'a RawValue>,
+    name: &str,
+) -> Result<Option<Cow<'a, str>>, Reason> {
     match value.filter(|v| !is_null(v)) {
         None => Ok(None),
         Some(value) => string(value)
@@ -229,11 +242,17 @@ fn timestamp(value: &RawValue, name: &str, code: ReasonCode) -> Result<DateTime<
         None => "must be an ISO 8601 string such as 2021-10-15T18:49:00+07:00",
         Some(text) => match parse_iso8601(&text) {
             Ok(time) => return Ok(time),
-            Err(TimeError::NotIso8601) => "is not ISO 8601 (expected e.g. 2021-10-15T18:49:00+07:00)",
+            Err(TimeError::NotIso8601) => {
+                "is not ISO 8601 (expected e.g. 2021-10-15T18:49:00+07:00)"
+            }
             Err(TimeError::OutOfRange) => "is outside 1970-01-01..2105-12-31",
         },
     };
-    Err(Reason::new(code, format!("$.{name}"), format!("{name} {} {problem}", value.get())))
+    Err(Reason::new(
+        code,
+        format!("$.{name}"),
+        format!("{name} {} {problem}", value.get()),
+    ))
 }
 
 fn item_ref<'a>(value: Option<&'a RawValue>, name: &str) -> Result<Option<ItemRef<'a>>, Reason> {
@@ -251,7 +270,11 @@ fn item_ref<'a>(value: Option<&'a RawValue>, name: &str) -> Result<Option<ItemRe
 }
 
 fn invalid_field(name: &str, problem: &str) -> Reason {
-    Reason::new(ReasonCode::InvalidField, format!("$.{name}"), format!("{name} {problem}"))
+    Reason::new(
+        ReasonCode::InvalidField,
+        format!("$.{name}"),
+        format!("{name} {problem}"),
+    )
 }
 
 fn is_null(value: &RawValue) -> bool {
@@ -293,7 +316,9 @@ mod tests {
     fn reference_event_passes_with_numeric_session_id() {
         let event = raw(REFERENCE);
         let fields = check_event(&event, "demo").map_err(|r| r.message);
-        let fields = fields.as_ref().map(|f| (f.session_id.as_ref(), f.time_stamp.timestamp()));
+        let fields = fields
+            .as_ref()
+            .map(|f| (f.session_id.as_ref(), f.time_stamp.timestamp()));
         assert_eq!(fields, Ok(("42", 1_634_298_540)));
     }
 
@@ -301,19 +326,58 @@ mod tests {
     fn each_broken_envelope_field_gets_its_own_code() {
         let cases = [
             ("[1]", ReasonCode::InvalidEvent),
-            (r#"{"sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"}"#, ReasonCode::MissingEventType),
-            (r#"{"eventType":"","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"}"#, ReasonCode::MissingEventType),
-            (r#"{"eventType":7,"sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"}"#, ReasonCode::InvalidField),
-            (r#"{"eventType":"view","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"}"#, ReasonCode::MissingSessionId),
-            (r#"{"eventType":"view","sessionId":"s","timeStamp":"2021-10-15T18:49:00Z"}"#, ReasonCode::MissingScope),
-            (r#"{"eventType":"view","sessionId":"s","scope":"other","timeStamp":"2021-10-15T18:49:00Z"}"#, ReasonCode::ScopeMismatch),
-            (r#"{"eventType":"view","sessionId":"s","scope":"demo"}"#, ReasonCode::MissingTimestamp),
-            (r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"soon"}"#, ReasonCode::InvalidTimestamp),
-            (r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":1634298540}"#, ReasonCode::InvalidTimestamp),
-            (r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z","properties":[]}"#, ReasonCode::InvalidField),
-            (r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z","source":{"itemId":1}}"#, ReasonCode::InvalidField),
-            (r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z","sendAt":"later"}"#, ReasonCode::InvalidField),
-            (r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z","itemId":5}"#, ReasonCode::InvalidField),
+            (
+                r#"{"sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"}"#,
+                ReasonCode::MissingEventType,
+            ),
+            (
+                r#"{"eventType":"","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"}"#,
+                ReasonCode::MissingEventType,
+            ),
+            (
+                r#"{"eventType":7,"sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"}"#,
+                ReasonCode::InvalidField,
+            ),
+            (
+                r#"{"eventType":"view","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"}"#,
+                ReasonCode::MissingSessionId,
+            ),
+            (
+                r#"{"eventType":"view","sessionId":"s","timeStamp":"2021-10-15T18:49:00Z"}"#,
+                ReasonCode::MissingScope,
+            ),
+            (
+                r#"{"eventType":"view","sessionId":"s","scope":"other","timeStamp":"2021-10-15T18:49:00Z"}"#,
+                ReasonCode::ScopeMismatch,
+            ),
+            (
+                r#"{"eventType":"view","sessionId":"s","scope":"demo"}"#,
+                ReasonCode::MissingTimestamp,
+            ),
+            (
+                r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"soon"}"#,
+                ReasonCode::InvalidTimestamp,
+            ),
+            (
+                r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":1634298540}"#,
+                ReasonCode::InvalidTimestamp,
+            ),
+            (
+                r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z","properties":[]}"#,
+                ReasonCode::InvalidField,
+            ),
+            (
+                r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z","source":{"itemId":1}}"#,
+                ReasonCode::InvalidField,
+            ),
+            (
+                r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z","sendAt":"later"}"#,
+                ReasonCode::InvalidField,
+            ),
+            (
+                r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z","itemId":5}"#,
+                ReasonCode::InvalidField,
+            ),
         ];
         for (json, expected) in cases {
             assert_eq!(code_of(json), Some(expected), "{json}");
@@ -322,17 +386,29 @@ mod tests {
 
     #[test]
     fn refusal_names_the_field_and_the_expected_format() {
-        let event = raw(r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"soon"}"#);
+        let event =
+            raw(r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"soon"}"#);
         let reason = check_event(&event, "demo").err();
-        let reason = reason.as_ref().map(|r| (r.path.as_str(), r.message.contains("ISO 8601")));
+        let reason = reason
+            .as_ref()
+            .map(|r| (r.path.as_str(), r.message.contains("ISO 8601")));
         assert_eq!(reason, Some(("$.timeStamp", true)));
     }
 
     #[test]
     fn best_effort_ids_read_what_is_readable() {
-        let event = raw(r#"{"eventType":"view","sessionId":7,"scope":"x","timeStamp":"bad","profileId":["no"]}"#);
+        let event = raw(
+            r#"{"eventType":"view","sessionId":7,"scope":"x","timeStamp":"bad","profileId":["no"]}"#,
+        );
         let ids = best_effort_ids(&event);
-        assert_eq!((ids.event_type.as_str(), ids.session_id.as_str(), ids.profile_id.as_str()), ("view", "7", ""));
+        assert_eq!(
+            (
+                ids.event_type.as_str(),
+                ids.session_id.as_str(),
+                ids.profile_id.as_str()
+            ),
+            ("view", "7", "")
+        );
         assert_eq!(ids.time_stamp, None);
         assert_eq!(best_effort_ids(&raw("[1,2]")), BestEffortIds::default());
     }
@@ -345,11 +421,19 @@ mod tests {
                 "source":{"itemId":"home","itemType":"page"}}"#,
         );
         let fields = check_event(&event, "demo").map_err(|r| r.message);
-        let Ok(fields) = fields else { panic!("{fields:?}") };
-        assert_eq!(fields.send_at.map(|t| t.timestamp_millis()), Some(1_634_323_741_500));
+        let Ok(fields) = fields else {
+            panic!("{fields:?}")
+        };
+        assert_eq!(
+            fields.send_at.map(|t| t.timestamp_millis()),
+            Some(1_634_323_741_500)
+        );
         assert_eq!(fields.profile_id.as_deref(), Some("p1"));
         assert_eq!(fields.item_id.as_deref(), Some("e1"));
-        assert_eq!(fields.source.map(|s| s.item_type.into_owned()), Some("page".to_string()));
+        assert_eq!(
+            fields.source.map(|s| s.item_type.into_owned()),
+            Some("page".to_string())
+        );
         assert!(fields.target.is_none());
     }
 }

@@ -1,4 +1,6 @@
-//! Contracts shared by every Powehi process. No I/O lives here.
+//! Contracts shared by every Powehi process. No I/O lives here, except the
+//! config-log follower behind the `kafka` feature, which every process needs
+//! exactly alike.
 //!
 //! Layout:
 //! - [`topics`]: Kafka topic names and the envelope format version.
@@ -7,12 +9,17 @@
 //! - [`envelope`]: what the gateway writes to `powehi.events.raw`, one record per event.
 //! - [`reason`]: machine-readable refusal / rejection reasons.
 //! - [`config`]: data-source and event-schema records (bootstrap file format).
+//! - [`schema`]: schema definitions checked, events validated and trimmed.
+//! - `follower` (feature `kafka`): replays and follows `powehi.config`.
 //! - [`time`]: ISO 8601 parsing with the range ClickHouse `DateTime` can hold.
 
 pub mod config;
 pub mod envelope;
 pub mod event;
+#[cfg(feature = "kafka")]
+pub mod follower;
 pub mod reason;
+pub mod schema;
 pub mod time;
 pub mod topics;
 

@@ -22,6 +22,16 @@ pub enum ReasonCode {
     EventTooLarge,
     /// A Kafka record the worker could not decode as an envelope.
     UndecodableRecord,
+    /// No event schema is registered for the event's type.
+    UnknownEventType,
+    /// A property the schema requires is absent (or null).
+    MissingProperty,
+    /// A declared property has another JSON type than the schema says.
+    WrongType,
+    /// The schema requires `source` and the event has none.
+    MissingSource,
+    /// The schema requires `target` and the event has none.
+    MissingTarget,
     /// Any code this build does not know (written by a newer version).
     #[serde(other)]
     Unknown,
@@ -40,6 +50,11 @@ impl ReasonCode {
             Self::InvalidField => "invalid_field",
             Self::EventTooLarge => "event_too_large",
             Self::UndecodableRecord => "undecodable_record",
+            Self::UnknownEventType => "unknown_event_type",
+            Self::MissingProperty => "missing_property",
+            Self::WrongType => "wrong_type",
+            Self::MissingSource => "missing_source",
+            Self::MissingTarget => "missing_target",
             Self::Unknown => "unknown",
         }
     }
@@ -84,7 +99,8 @@ mod tests {
 
     #[test]
     fn unknown_code_from_a_newer_writer_still_decodes() {
-        let code: ReasonCode = serde_json::from_str("\"from_the_future\"").unwrap_or(ReasonCode::InvalidEvent);
+        let code: ReasonCode =
+            serde_json::from_str("\"from_the_future\"").unwrap_or(ReasonCode::InvalidEvent);
         assert_eq!(code, ReasonCode::Unknown);
     }
 }

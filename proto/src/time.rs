@@ -60,7 +60,13 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_iso8601() {
-        for text in ["", "yesterday", "1634298540", "2021-10-15", "2021-13-01T00:00:00Z"] {
+        for text in [
+            "",
+            "yesterday",
+            "1634298540",
+            "2021-10-15",
+            "2021-13-01T00:00:00Z",
+        ] {
             assert_eq!(millis(text), Err(TimeError::NotIso8601), "{text}");
         }
     }

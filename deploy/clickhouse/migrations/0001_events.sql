@@ -1,4 +1,5 @@
--- Accepted events. One row per Kafka record of the raw topic (kafka_partition,
+-- Accepted events, validated against their event schema (schema_version) and
+-- trimmed to its declared properties. One row per Kafka record of the raw topic (kafka_partition,
 -- kafka_offset identify it; the worker never writes a record twice).
 -- Partitioned by arrival month, not event time: producers send any timeStamp, and
 -- an INSERT touching many partitions would be split into many non-atomic parts.
@@ -24,6 +25,7 @@ CREATE TABLE IF NOT EXISTS {database}.events
     target_type     String,
     kafka_partition UInt32,
     kafka_offset    UInt64,
+    schema_version  UInt32,
     inserted_at     DateTime('UTC') DEFAULT now()
 )
 ENGINE = MergeTree()
@@ -61,7 +63,7 @@ SELECT
     event_time, event_time_ms, received_at, received_at_ms,
     properties, '[]' AS reasons, '' AS raw,
     source_id, source_type, target_id, target_type,
-    kafka_partition, kafka_offset
+    schema_version, kafka_partition, kafka_offset
 FROM {database}.events
 UNION ALL
 SELECT
@@ -70,5 +72,5 @@ SELECT
     event_time, toUInt64(event_time) * 1000 AS event_time_ms, received_at, received_at_ms,
     '{}' AS properties, reasons, raw,
     '' AS source_id, '' AS source_type, '' AS target_id, '' AS target_type,
-    kafka_partition, kafka_offset
+    toUInt32(0) AS schema_version, kafka_partition, kafka_offset
 FROM {database}.rejected_events;

@@ -1,0 +1,220 @@
+//! `/v1/datasources`: create, list, get, disable/enable, add and revoke tokens.
+//!
+//! A write key is 256 bits of randomness (two v4 UUIDs, from the OS generator),
+//! returned once at creation and kept only as its SHA-256 hash.
+
+use actix_web::{web, HttpResponse};
+use proto::config::{data_source_key, ConfigRecord, DataSourceRecord, TokenRecord};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::error::{parse_json, AdminError};
+use crate::auth::{hash_key, key_hash_text};
+use crate::bootstrap::check_data_source_id;
+use crate::AppState;
+
+const MAX_DISPLAY_NAME: usize = 256;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateDataSource {
+    #[serde(default)]
+    id: Option<String>,
+    name: String,
+    #[serde(default)]
+    max_events_per_second: Option<u32>,
+}
+
+/// A data source as the API shows it: never a key, never a hash.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DataSourceView {
+    id: String,
+    name: String,
+    enabled: bool,
+    max_events_per_second: Option<u32>,
+    tokens: Vec<TokenView>,
+}
+
+#[derive(Serialize)]
+struct TokenView {
+    id: String,
+}
+
+impl From<&DataSourceRecord> for DataSourceView {
+    fn from(record: &DataSourceRecord) -> Self {
+        Self {
+            id: record.id.clone(),
+            name: record.name.clone(),
+            enabled: record.enabled,
+            max_events_per_second: record.max_events_per_second,
+            tokens: record
+                .tokens
+                .iter()
+                .map(|t| TokenView { id: t.id.clone() })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct NewToken {
+    token_id: String,
+    write_key: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Created {
+    #[serde(flatten)]
+    source: DataSourceView,
+    #[serde(flatten)]
+    token: NewToken,
+}
+
+fn new_token() -> (TokenRecord, NewToken) {
+    let write_key = format!("pk_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    let id = format!("tok_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let record = TokenRecord {
+        id: id.clone(),
+        hash: key_hash_text(&hash_key(&write_key)),
+    };
+    (
+        record,
+        NewToken {
+            token_id: id,
+            write_key,
+        },
+    )
+}
+
+pub async fn create(
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let request: CreateDataSource = parse_json(&body)?;
+    let name = request.name.trim().to_string();
+    if name.is_empty() || name.chars().count() > MAX_DISPLAY_NAME {
+        return Err(AdminError::InvalidRequest(format!(
+            "name must be 1 to {MAX_DISPLAY_NAME} characters"
+        )));
+    }
+    let id = match request.id {
+        Some(id) => {
+            check_data_source_id(&id).map_err(AdminError::InvalidRequest)?;
+            id
+        }
+        None => format!("ds_{}", &Uuid::new_v4().simple().to_string()[..16]),
+    };
+    if state.config_log.snapshot().data_sources.contains_key(&id) {
+        return Err(AdminError::Conflict(format!(
+            "data source {id:?} already exists"
+        )));
+    }
+    let (token, shown) = new_token();
+    let record = DataSourceRecord {
+        id,
+        name,
+        enabled: true,
+        tokens: vec![token],
+        max_events_per_second: request.max_events_per_second,
+    };
+    write(&state, &record).await?;
+    Ok(HttpResponse::Created().json(Created {
+        source: DataSourceView::from(&record),
+        token: shown,
+    }))
+}
+
+pub async fn list(state: web::Data<AppState>) -> HttpResponse {
+    let snapshot = state.config_log.snapshot();
+    let sources: Vec<DataSourceView> = snapshot
+        .data_sources
+        .values()
+        .map(DataSourceView::from)
+        .collect();
+    HttpResponse::Ok().json(serde_json::json!({ "dataSources": sources }))
+}
+
+pub async fn get(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let record = existing(&state, &id)?;
+    Ok(HttpResponse::Ok().json(DataSourceView::from(&record)))
+}
+
+pub async fn disable(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    set_enabled(state, &id, false).await
+}
+
+pub async fn enable(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    set_enabled(state, &id, true).await
+}
+
+async fn set_enabled(
+    state: web::Data<AppState>,
+    id: &str,
+    enabled: bool,
+) -> Result<HttpResponse, AdminError> {
+    let mut record = existing(&state, id)?;
+    if record.enabled != enabled {
+        record.enabled = enabled;
+        write(&state, &record).await?;
+    }
+    Ok(HttpResponse::Ok().json(DataSourceView::from(&record)))
+}
+
+pub async fn add_token(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let mut record = existing(&state, &id)?;
+    let (token, shown) = new_token();
+    record.tokens.push(token);
+    write(&state, &record).await?;
+    Ok(HttpResponse::Created().json(shown))
+}
+
+pub async fn revoke_token(
+    state: web::Data<AppState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, AdminError> {
+    let (id, token_id) = path.into_inner();
+    let mut record = existing(&state, &id)?;
+    let before = record.tokens.len();
+    record.tokens.retain(|t| t.id != token_id);
+    if record.tokens.len() == before {
+        return Err(AdminError::NotFound(format!(
+            "data source {id:?} has no token {token_id:?}"
+        )));
+    }
+    write(&state, &record).await?;
+    Ok(HttpResponse::Ok().json(DataSourceView::from(&record)))
+}
+
+pub fn existing(state: &AppState, id: &str) -> Result<DataSourceRecord, AdminError> {
+    state
+        .config_log
+        .snapshot()
+        .data_sources
+        .get(id)
+        .cloned()
+        .ok_or_else(|| AdminError::NotFound(format!("no data source {id:?}")))
+}
+
+async fn write(state: &AppState, record: &DataSourceRecord) -> Result<(), AdminError> {
+    let key = data_source_key(&record.id);
+    state
+        .config_log
+        .write(&key, Some(&ConfigRecord::DataSource(record.clone())))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! Admin API failures and their HTTP answers.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::configlog::ConfigLogError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("send Authorization: Bearer <POWEHI_ADMIN_TOKEN>")]
+    Unauthorized,
+    #[error("{0}")]
+    InvalidJson(String),
+    #[error("{0}")]
+    InvalidSchema(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("{0}")]
+    InvalidCursor(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the config log is not available: {0}")]
+    ConfigUnavailable(#[from] ConfigLogError),
+    #[error("the event log is not available: {0}")]
+    EventLogUnavailable(String),
+}
+
+impl AdminError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::InvalidJson(_) => "invalid_json",
+            Self::InvalidSchema(_) => "invalid_schema",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidQuery(_) => "invalid_query",
+            Self::InvalidCursor(_) => "invalid_cursor",
+            Self::NotFound(_) => "not_found",
+            Self::Conflict(_) => "conflict",
+            Self::ConfigUnavailable(_) => "config_unavailable",
+            Self::EventLogUnavailable(_) => "event_log_unavailable",
+        }
+    }
+}
+
+impl ResponseError for AdminError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::InvalidJson(_)
+            | Self::InvalidSchema(_)
+            | Self::InvalidRequest(_)
+            | Self::InvalidQuery(_)
+            | Self::InvalidCursor(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::ConfigUnavailable(_) | Self::EventLogUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status_code()).json(json!({
+            "error": { "code": self.code(), "message": self.to_string() }
+        }))
+    }
+}
+
+/// Reads a JSON body into `T`, naming what is wrong (syntax, unknown field,
+/// wrong type) in the answer.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+    serde_json::from_slice(body).map_err(|e| AdminError::InvalidJson(format!("request body: {e}")))
+}
