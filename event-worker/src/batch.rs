@@ -76,6 +76,37 @@ impl Batch {
         }
     }
 
+    /// Per partition, the lowest offset among the rows still to write.
+    pub fn lowest_offsets(&self) -> BTreeMap<i32, i64> {
+        let mut lowest = BTreeMap::new();
+        let positions = self
+            .events
+            .iter()
+            .map(|r| (r.kafka_partition, r.kafka_offset));
+        let positions = positions.chain(
+            self.rejected
+                .iter()
+                .map(|r| (r.kafka_partition, r.kafka_offset)),
+        );
+        for (partition, offset) in positions {
+            let entry = lowest.entry(partition as i32).or_insert(offset as i64);
+            *entry = (*entry).min(offset as i64);
+        }
+        lowest
+    }
+
+    /// Removes the rows of `partition` whose offsets are in `stored` (sorted);
+    /// returns how many. Their offsets still get committed.
+    pub fn drop_stored(&mut self, partition: i32, stored: &[u64]) -> usize {
+        let before = self.rows();
+        let keep = |p: u32, o: u64| p as i32 != partition || stored.binary_search(&o).is_err();
+        self.events
+            .retain(|r| keep(r.kafka_partition, r.kafka_offset));
+        self.rejected
+            .retain(|r| keep(r.kafka_partition, r.kafka_offset));
+        before - self.rows()
+    }
+
     /// Offsets to commit, leaving the batch empty for the next records.
     pub fn finish(&mut self) -> BTreeMap<i32, i64> {
         std::mem::take(self).next_offsets
@@ -119,6 +150,25 @@ mod tests {
         batch.drop_partitions(&[1]);
         assert_eq!(batch.rows(), 1);
         assert_eq!(batch.finish().into_iter().collect::<Vec<_>>(), vec![(0, 2)]);
+    }
+
+    #[test]
+    fn rows_found_stored_are_dropped_but_still_committed() {
+        let mut batch = Batch::default();
+        for (p, o) in [(0, 5), (0, 6), (0, 7), (1, 3)] {
+            let (row, position) = record(p, o);
+            batch.push(row, position, 10);
+        }
+        assert_eq!(
+            batch.lowest_offsets().into_iter().collect::<Vec<_>>(),
+            vec![(0, 5), (1, 3)]
+        );
+        assert_eq!(batch.drop_stored(0, &[5, 7, 9]), 2);
+        assert_eq!(batch.rows(), 2);
+        assert_eq!(
+            batch.finish().into_iter().collect::<Vec<_>>(),
+            vec![(0, 8), (1, 4)]
+        );
     }
 
     #[test]

@@ -227,12 +227,38 @@ impl Pipeline {
         loop {
             match self.write_batch_once().await {
                 Ok(()) => break,
-                Err(error) => self.wait_for_clickhouse(error).await?,
+                Err(error) => {
+                    self.wait_for_clickhouse(error).await?;
+                    // A failed INSERT may still have been written (the answer was
+                    // lost, not the rows): never retry rows that are stored.
+                    self.forget_stored_rows().await?;
+                }
             }
         }
         self.resume_if_paused();
         let offsets = self.batch.finish();
         self.commit(&offsets);
+        Ok(())
+    }
+
+    /// Drops from the batch every row ClickHouse already holds.
+    async fn forget_stored_rows(&mut self) -> Result<(), ShuttingDown> {
+        for (partition, from) in self.batch.lowest_offsets() {
+            let offsets = self
+                .with_clickhouse(|store| async move { store.stored_offsets(partition, from).await })
+                .await?;
+            if !offsets.is_empty() {
+                let dropped = self.batch.drop_stored(partition, &offsets);
+                if dropped > 0 {
+                    tracing::info!(
+                        partition,
+                        dropped,
+                        "rows of a failed insert were stored after all; not writing them again"
+                    );
+                    self.metrics.records_skipped.inc_by(dropped as u64);
+                }
+            }
+        }
         Ok(())
     }
 
