@@ -7,6 +7,7 @@
 //! - [`rows`]: a record becomes an `events` or `rejected_events` row.
 //! - [`batch`]: rows and offsets waiting for the next insert.
 //! - [`replay`]: why a record is never written twice.
+//! - [`profiles`]: why profiles stay right with many workers and under replay.
 //! - [`store`]: ClickHouse migrations, inserts and stored offsets.
 //! - [`http`], [`metrics`]: probes and Prometheus.
 
@@ -16,6 +17,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod pipeline;
+pub mod profiles;
 pub mod replay;
 pub mod rows;
 pub mod store;

@@ -31,6 +31,8 @@ pub struct Metrics {
     pub rejections: IntCounterVec,
     /// Config-log records by result (`applied`, `invalid`).
     pub config_records: IntCounterVec,
+    /// Profile changes by kind (`created`, `updated`, `merged`).
+    pub profiles: IntCounterVec,
 }
 
 impl Metrics {
@@ -113,6 +115,13 @@ impl Metrics {
                 ),
                 &["result"],
             )?,
+            profiles: IntCounterVec::new(
+                Opts::new(
+                    "powehi_worker_profiles_total",
+                    "Profiles created (first seen by this process), updated (properties set), merged (session identified)",
+                ),
+                &["kind"],
+            )?,
             registry: Registry::new(),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -130,6 +139,7 @@ impl Metrics {
             Box::new(metrics.events.clone()),
             Box::new(metrics.rejections.clone()),
             Box::new(metrics.config_records.clone()),
+            Box::new(metrics.profiles.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector)?;

@@ -29,6 +29,7 @@ use proto::follower::ConfigFollower;
 use crate::batch::{Batch, Limits};
 use crate::kafka::{RebalanceEvent, WorkerContext};
 use crate::metrics::Metrics;
+use crate::profiles::ProfileCounter;
 use crate::replay::StoredOffsets;
 use crate::rows::{decode, Decoded, Position};
 use crate::store::{Store, StoreError};
@@ -44,6 +45,7 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     /// Event schemas, as of the config log.
     config: Arc<ConfigFollower>,
+    profiles: ProfileCounter,
     batch: Batch,
     /// Partitions this worker owns now.
     assignment: BTreeSet<i32>,
@@ -81,6 +83,7 @@ impl Pipeline {
             limits,
             metrics,
             config,
+            profiles: ProfileCounter::default(),
             batch: Batch::default(),
             assignment: BTreeSet::new(),
             stored: HashMap::new(),
@@ -194,10 +197,11 @@ impl Pipeline {
         Ok(())
     }
 
-    fn count(&self, decoded: &Decoded, position: Position) {
+    fn count(&mut self, decoded: &Decoded, position: Position) {
         let rejected = match decoded {
-            Decoded::Accepted(_) => {
+            Decoded::Accepted(row) => {
                 self.metrics.events.with_label_values(&["accepted"]).inc();
+                self.profiles.observe(row, &self.metrics.profiles);
                 return;
             }
             Decoded::Poison(row) => {

@@ -8,7 +8,7 @@ use clickhouse::Row;
 use proto::config::ConfigSnapshot;
 use proto::reason::{Reason, ReasonCode};
 use proto::schema::{validate_event, Validated};
-use proto::{best_effort_ids, check_event, Envelope, EventFields};
+use proto::{best_effort_ids, check_event, profile_of, Envelope, EventFields};
 use serde::Serialize;
 
 /// How much of an undecodable record is kept in `rejected_events.raw`.
@@ -38,6 +38,9 @@ pub struct EventRow {
     pub kafka_offset: u64,
     /// Version of the event schema the event was validated against.
     pub schema_version: u32,
+    /// Profile properties the event sets, names and JSON values pairwise.
+    pub profile_property_names: Vec<String>,
+    pub profile_property_values: Vec<String>,
 }
 
 /// A row of `rejected_events`.
@@ -118,7 +121,11 @@ fn event_row(
         scope: envelope.scope.to_string(),
         event_type: fields.event_type.to_string(),
         session_id: fields.session_id.to_string(),
-        profile_id: fields.profile_id.as_deref().unwrap_or("").to_string(),
+        profile_id: profile_of(
+            &envelope.scope,
+            &fields.session_id,
+            fields.profile_id.as_deref(),
+        ),
         event_time: seconds(fields.time_stamp.timestamp_millis()),
         event_time_ms: clamp_ms(fields.time_stamp.timestamp_millis()),
         sent_at: fields.send_at.map(|t| seconds(t.timestamp_millis())),
@@ -133,6 +140,16 @@ fn event_row(
         kafka_partition: position.partition.max(0) as u32,
         kafka_offset: position.offset.max(0) as u64,
         schema_version,
+        profile_property_names: validated
+            .profile_updates
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect(),
+        profile_property_values: validated
+            .profile_updates
+            .into_iter()
+            .map(|(_, value)| value)
+            .collect(),
     }
 }
 
@@ -209,10 +226,11 @@ mod tests {
         offset: 42,
     };
 
-    /// A config with schema `view` v2: `a` (integer) declared, source required.
+    /// A config with schema `view` v2: `a` (integer, sets profile property
+    /// `lastA`) declared, source required.
     fn config() -> ConfigSnapshot {
         let record = br#"{"kind":"eventSchema","version":2,"schema":{"eventType":"view","sourceRequired":true,
-            "properties":[{"name":"a","type":"integer","required":true}]}}"#;
+            "properties":[{"name":"a","type":"integer","required":true,"profileProperty":"lastA"}]}}"#;
         let mut snapshot = ConfigSnapshot::default();
         let _ = snapshot.apply(&proto::config::schema_key("view", 2), Some(record));
         snapshot
@@ -241,6 +259,17 @@ mod tests {
             "undeclared properties are trimmed"
         );
         assert_eq!(row.schema_version, 2);
+        assert_eq!(
+            row.profile_id, "anon:demo:s",
+            "no profileId: the session's anonymous profile"
+        );
+        assert_eq!(
+            (
+                row.profile_property_names.clone(),
+                row.profile_property_values.clone()
+            ),
+            (vec!["lastA".to_string()], vec!["1".to_string()])
+        );
         assert_eq!((row.source_id.as_str(), row.target_id.as_str()), ("_", ""));
         assert_eq!((row.kafka_partition, row.kafka_offset), (3, 42));
     }

@@ -14,10 +14,16 @@ use crate::config::Config;
 use crate::rows::{EventRow, RejectedRow};
 
 /// Migrations in order; each file's statements are separated by `;` at line end.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_events.sql",
-    include_str!("../../deploy/clickhouse/migrations/0001_events.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_events.sql",
+        include_str!("../../deploy/clickhouse/migrations/0001_events.sql"),
+    ),
+    (
+        "0002_profiles.sql",
+        include_str!("../../deploy/clickhouse/migrations/0002_profiles.sql"),
+    ),
+];
 
 const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -158,7 +164,7 @@ mod tests {
             .iter()
             .flat_map(|(_, text)| statements(text, "db1"))
             .collect();
-        assert_eq!(all.len(), 3);
+        assert_eq!(all.len(), 13);
         assert!(all
             .iter()
             .all(|s| !s.contains("{database}") && !s.contains("--")));

@@ -51,6 +51,8 @@ pub enum ApiError {
     },
     #[error("reading the request failed: {0}")]
     BadRequestStream(String),
+    #[error("the events were acknowledged, but the profile cannot be read now ({0}); retry without events")]
+    ProfileUnavailable(String),
 }
 
 /// Seconds a producer should wait after a 503 before retrying.
@@ -71,6 +73,7 @@ impl ApiError {
             Self::KafkaUnavailable(_) => "kafka_unavailable",
             Self::AllEventsRefused { .. } => "all_events_refused",
             Self::BadRequestStream(_) => "bad_request_stream",
+            Self::ProfileUnavailable(_) => "profile_unavailable",
         }
     }
 
@@ -79,7 +82,7 @@ impl ApiError {
             Self::RateLimited {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
-            Self::KafkaUnavailable(_) => Some(KAFKA_RETRY_AFTER_SECS),
+            Self::KafkaUnavailable(_) | Self::ProfileUnavailable(_) => Some(KAFKA_RETRY_AFTER_SECS),
             _ => None,
         }
     }
@@ -98,7 +101,9 @@ impl ResponseError for ApiError {
             | Self::AllEventsRefused { .. }
             | Self::BadRequestStream(_) => StatusCode::BAD_REQUEST,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::KafkaUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::KafkaUnavailable(_) | Self::ProfileUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 

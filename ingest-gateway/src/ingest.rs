@@ -49,33 +49,144 @@ pub async fn smile(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let result = ingest(&request, payload, &state).await;
-    let status = match &result {
+    let result = ingest(&request, payload, &state, BatchRule::AtLeastOneEvent)
+        .await
+        .and_then(Ingested::into_ack)
+        .map(|ack| HttpResponse::Ok().json(ack));
+    observe(&state, "smile", started, &result);
+    result
+}
+
+/// `POST /context`: ingests like `/smile`, then answers the profile of the
+/// session (Apache Unomi's context.json is the model). The session is the
+/// `sessionId` query parameter, else that of the first accepted event; with
+/// the parameter the events array may be empty (a pure profile read). The
+/// profile reflects the events stored so far: the ones of this request are
+/// acknowledged but not yet processed.
+pub async fn context(
+    request: HttpRequest,
+    payload: web::Payload,
+    query: web::Query<ContextQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let started = Instant::now();
+    let rule = match query.session_id {
+        Some(_) => BatchRule::MayBeEmpty,
+        None => BatchRule::AtLeastOneEvent,
+    };
+    let result = async {
+        let ingested = ingest(&request, payload, &state, rule).await?;
+        let session_id = query
+            .session_id
+            .clone()
+            .or_else(|| ingested.first_session.clone())
+            .ok_or_else(|| {
+                ApiError::InvalidBody(
+                    "no sessionId: pass ?sessionId= or send an accepted event".into(),
+                )
+            })?;
+        let client_id = ingested.client_id.clone();
+        let ack = ingested.into_ack()?;
+        let profile = state
+            .profiles
+            .for_session(&client_id, &session_id)
+            .await
+            .map_err(|e| ApiError::ProfileUnavailable(e.to_string()))?;
+        Ok(HttpResponse::Ok().json(ContextAnswer {
+            ack,
+            session_id,
+            profile_id: profile.profile_id.clone(),
+            profile_properties: &profile.properties,
+            profile: &profile,
+        }))
+    }
+    .await;
+    observe(&state, "context", started, &result);
+    result
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContextQuery {
+    session_id: Option<String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContextAnswer<'a> {
+    #[serde(flatten)]
+    ack: Acknowledged,
+    session_id: String,
+    profile_id: String,
+    profile_properties: &'a std::collections::BTreeMap<String, Box<RawValue>>,
+    profile: &'a crate::profiles::Profile,
+}
+
+fn observe(
+    state: &AppState,
+    route: &str,
+    started: Instant,
+    result: &Result<HttpResponse, ApiError>,
+) {
+    let status = match result {
         Ok(response) => response.status(),
         Err(error) => actix_web::ResponseError::status_code(error),
     };
     let metrics = &state.metrics;
     metrics
         .http_requests
-        .with_label_values(&["smile", status.as_str()])
+        .with_label_values(&[route, status.as_str()])
         .inc();
     metrics
         .request_duration
-        .with_label_values(&["smile"])
+        .with_label_values(&[route])
         .observe(started.elapsed().as_secs_f64());
-    result
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum BatchRule {
+    AtLeastOneEvent,
+    MayBeEmpty,
+}
+
+/// What a request did: acknowledged events and per-event refusals.
+struct Ingested {
+    client_id: String,
+    accepted: usize,
+    refused: usize,
+    errors: Vec<EventError>,
+    /// Session of the first accepted event.
+    first_session: Option<String>,
+}
+
+impl Ingested {
+    /// The 200 body, or the 400 when events were sent and none was accepted.
+    fn into_ack(self) -> Result<Acknowledged, ApiError> {
+        if self.accepted == 0 && self.refused > 0 {
+            return Err(ApiError::AllEventsRefused {
+                count: self.refused,
+                errors: self.errors,
+            });
+        }
+        Ok(Acknowledged {
+            updated: 0,
+            accepted: self.accepted,
+            errors: self.errors,
+        })
+    }
 }
 
 async fn ingest(
     request: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-) -> Result<HttpResponse, ApiError> {
+    rule: BatchRule,
+) -> Result<Ingested, ApiError> {
     let received_at_ms = Utc::now().timestamp_millis();
     check_media_type(request)?;
     let source = authenticate(request, state)?;
     let body = read_body(request, payload, state.config.max_body_bytes).await?;
-    let batch = parse_batch(&body)?;
+    let batch = parse_batch(&body, rule)?;
     if let Some(limiter) = &source.rate_limiter {
         limiter
             .try_take(batch.events.len(), Instant::now())
@@ -88,6 +199,7 @@ async fn ingest(
 
     let mut records = Vec::with_capacity(batch.events.len());
     let mut errors = Vec::new();
+    let mut first_session = None;
     for (index, event) in batch.events.iter().enumerate() {
         match envelope_for(
             event,
@@ -95,7 +207,10 @@ async fn ingest(
             received_at_ms,
             state.config.max_event_bytes,
         ) {
-            Ok(record) => records.push(record),
+            Ok((record, session_id)) => {
+                first_session.get_or_insert(session_id);
+                records.push(record);
+            }
             Err((reason, record)) => {
                 errors.push(EventError {
                     index,
@@ -106,11 +221,13 @@ async fn ingest(
             }
         }
     }
-    state
-        .sink
-        .send_all(&records)
-        .await
-        .map_err(|e| ApiError::KafkaUnavailable(e.to_string()))?;
+    if !records.is_empty() {
+        state
+            .sink
+            .send_all(&records)
+            .await
+            .map_err(|e| ApiError::KafkaUnavailable(e.to_string()))?;
+    }
 
     let accepted = batch.events.len() - errors.len();
     state
@@ -123,17 +240,13 @@ async fn ingest(
         .events
         .with_label_values(&["refused"])
         .inc_by(errors.len() as u64);
-    if accepted == 0 {
-        return Err(ApiError::AllEventsRefused {
-            count: errors.len(),
-            errors,
-        });
-    }
-    Ok(HttpResponse::Ok().json(Acknowledged {
-        updated: 0,
+    Ok(Ingested {
+        client_id: source.id.clone(),
         accepted,
+        refused: errors.len(),
         errors,
-    }))
+        first_session,
+    })
 }
 
 /// JSON, and text/plain because `navigator.sendBeacon` cannot set a JSON type.
@@ -194,26 +307,30 @@ async fn read_body(
     Ok(body)
 }
 
-fn parse_batch(body: &[u8]) -> Result<Batch<'_>, ApiError> {
+fn parse_batch(body: &[u8], rule: BatchRule) -> Result<Batch<'_>, ApiError> {
+    if rule == BatchRule::MayBeEmpty && body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Batch { events: Vec::new() });
+    }
     let batch: Batch<'_> =
         serde_json::from_slice(body).map_err(|error| match error.classify() {
             serde_json::error::Category::Data => ApiError::InvalidBody(error.to_string()),
             _ => ApiError::MalformedJson(error.to_string()),
         })?;
-    if batch.events.is_empty() {
+    if batch.events.is_empty() && rule == BatchRule::AtLeastOneEvent {
         return Err(ApiError::EmptyBatch);
     }
     Ok(batch)
 }
 
-/// The Kafka record for one event: `Ok` if its envelope is sound, else the
-/// refusal together with the record that carries it to the event log.
+/// The Kafka record for one event: `Ok` (with its session) if its envelope is
+/// sound, else the refusal together with the record that carries it to the
+/// event log.
 fn envelope_for(
     event: &RawValue,
     client_id: &str,
     received_at_ms: i64,
     max_event_bytes: usize,
-) -> Result<OutRecord, (Reason, OutRecord)> {
+) -> Result<(OutRecord, String), (Reason, OutRecord)> {
     if event.get().len() > max_event_bytes {
         let reason = Reason::new(
             ReasonCode::EventTooLarge,
@@ -240,10 +357,11 @@ fn envelope_for(
                 .clone()
                 .unwrap_or_else(|| Cow::Owned(new_event_id()));
             let envelope = Envelope::new(id, client_id, received_at_ms, event);
-            Ok(OutRecord {
+            let record = OutRecord {
                 key: record_key(client_id, &fields.session_id),
                 payload: envelope.to_bytes(),
-            })
+            };
+            Ok((record, fields.session_id.into_owned()))
         }
         Err(reason) => {
             let mut envelope =
@@ -279,7 +397,11 @@ mod tests {
 
     #[test]
     fn shape_errors_and_syntax_errors_get_different_codes() {
-        let code = |body: &str| parse_batch(body.as_bytes()).err().map(|e| e.code());
+        let code = |body: &str| {
+            parse_batch(body.as_bytes(), BatchRule::AtLeastOneEvent)
+                .err()
+                .map(|e| e.code())
+        };
         assert_eq!(code("{\"events\": ["), Some("malformed_json"));
         assert_eq!(code("nope"), Some("malformed_json"));
         assert_eq!(code("{}"), Some("invalid_body"));
@@ -287,6 +409,18 @@ mod tests {
         assert_eq!(code("{\"events\": {}}"), Some("invalid_body"));
         assert_eq!(code("{\"events\": []}"), Some("empty_batch"));
         assert_eq!(code("{\"events\": [1]}"), None);
+    }
+
+    #[test]
+    fn context_may_read_a_profile_without_events() {
+        let empty = |body: &str| {
+            parse_batch(body.as_bytes(), BatchRule::MayBeEmpty)
+                .map(|b| b.events.len())
+                .ok()
+        };
+        assert_eq!(empty(""), Some(0));
+        assert_eq!(empty("{\"events\": []}"), Some(0));
+        assert!(parse_batch(b"{}", BatchRule::MayBeEmpty).is_err());
     }
 
     #[test]
@@ -321,7 +455,7 @@ mod tests {
         )
         .unwrap_or_else(|_| RawValue::NULL.to_owned());
         let record = envelope_for(&event, "demo", 1, 1024).map_err(|(r, _)| r.message);
-        let id = record.map(|r| Envelope::from_bytes(&r.payload).map(|e| e.id.into_owned()));
+        let id = record.map(|(r, _)| Envelope::from_bytes(&r.payload).map(|e| e.id.into_owned()));
         assert_eq!(id, Ok(Ok("evt-1".to_string())));
     }
 }

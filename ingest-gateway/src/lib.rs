@@ -3,7 +3,8 @@
 //! Layout:
 //! - [`config`]: flags and `POWEHI_*` variables.
 //! - [`auth`]: data sources and hashed write keys; [`ratelimit`]: per-source budget.
-//! - [`ingest`]: `POST /smile`, from request to Kafka acknowledgement.
+//! - [`ingest`]: `POST /smile` and `/context`, from request to Kafka acknowledgement.
+//! - [`profiles`]: profile reads (merged ids resolved) for `/context` and the admin API.
 //! - [`sink`]: the idempotent Kafka producer and the raw topic.
 //! - [`configlog`]: replays and follows `powehi.config`; writes with read-your-writes.
 //! - [`bootstrap`]: `POWEHI_BOOTSTRAP`, upserted into the config log at start.
@@ -22,6 +23,7 @@ pub mod configlog;
 pub mod errors;
 pub mod ingest;
 pub mod metrics;
+pub mod profiles;
 pub mod ratelimit;
 pub mod sink;
 
@@ -39,6 +41,7 @@ pub use config::Config;
 use crate::auth::{hash_key, KeyHash, Registry};
 use crate::configlog::ConfigLog;
 use crate::metrics::Metrics;
+use crate::profiles::ProfileStore;
 use crate::sink::KafkaSink;
 
 /// What every request handler shares.
@@ -50,6 +53,8 @@ pub struct AppState {
     pub config_log: Arc<ConfigLog>,
     /// Reads of the event log (the workers' database).
     pub event_log: clickhouse::Client,
+    /// Profile reads, from the same database.
+    pub profiles: ProfileStore,
     pub admin_token_hash: KeyHash,
     pub metrics: Arc<Metrics>,
     /// Set by the readiness probe: the broker answers and the raw topic exists.
@@ -86,6 +91,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         registry: Registry::default(),
         sink,
         config_log: config_log.clone(),
+        profiles: ProfileStore::new(event_log.clone()),
         event_log,
         admin_token_hash: hash_key(config.effective_admin_token()),
         metrics,
@@ -142,9 +148,15 @@ fn public_server(
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(metrics_text))
-            .route("/smile", web::post().to(ingest::smile));
+            .route("/smile", web::post().to(ingest::smile))
+            .route("/context", web::post().to(ingest::context));
         if !prefix.is_empty() {
-            app = app.route(&format!("{prefix}/smile"), web::post().to(ingest::smile));
+            app = app
+                .route(&format!("{prefix}/smile"), web::post().to(ingest::smile))
+                .route(
+                    &format!("{prefix}/context"),
+                    web::post().to(ingest::context),
+                );
         }
         app.default_service(web::to(errors::not_found))
     })

@@ -141,6 +141,20 @@ pub fn check_event<'a>(raw: &'a RawValue, client_id: &str) -> Result<EventFields
     })
 }
 
+/// The profile an event belongs to: its `profileId`, else the anonymous
+/// profile of its session (one per data source and session).
+pub fn profile_of(scope: &str, session_id: &str, profile_id: Option<&str>) -> String {
+    match profile_id {
+        Some(id) => id.to_string(),
+        None => anonymous_profile_id(scope, session_id),
+    }
+}
+
+/// `anon:<scope>:<sessionId>`: readable, and the same on every worker.
+pub fn anonymous_profile_id(scope: &str, session_id: &str) -> String {
+    format!("anon:{scope}:{session_id}")
+}
+
 /// What can still be read from an event that failed its checks, for the event
 /// log's columns. Anything unreadable is left empty.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -24,5 +24,8 @@ pub mod time;
 pub mod topics;
 
 pub use envelope::Envelope;
-pub use event::{best_effort_ids, check_event, BestEffortIds, EventFields, ItemRef};
+pub use event::{
+    anonymous_profile_id, best_effort_ids, check_event, profile_of, BestEffortIds, EventFields,
+    ItemRef,
+};
 pub use reason::{Reason, ReasonCode};

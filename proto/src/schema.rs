@@ -24,6 +24,9 @@ pub const MAX_PROPERTIES: usize = 512;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Validated {
     pub properties: String,
+    /// Profile properties this event sets (schema `profileProperty` mappings),
+    /// each as (profile property name, JSON text of the value).
+    pub profile_updates: Vec<(String, String)>,
 }
 
 /// Checks an event against its schema (`None`: no schema for its type).
@@ -47,6 +50,7 @@ pub fn validate_event(
     };
     let mut reasons = Vec::new();
     let mut kept = Map::new();
+    let mut profile_updates = Vec::new();
     for spec in &schema.properties {
         match properties.get(&spec.name).filter(|v| !v.is_null()) {
             None if spec.required => reasons.push(Reason::new(
@@ -70,6 +74,9 @@ pub fn validate_event(
                 ),
             )),
             Some(value) => {
+                if let Some(target) = &spec.profile_property {
+                    profile_updates.push((target.clone(), value.to_string()));
+                }
                 kept.insert(spec.name.clone(), value.clone());
             }
         }
@@ -97,6 +104,7 @@ pub fn validate_event(
     if reasons.is_empty() {
         Ok(Validated {
             properties: Value::Object(kept).to_string(),
+            profile_updates,
         })
     } else {
         Err(reasons)
@@ -259,6 +267,22 @@ mod tests {
                 r#"{"at":"2021-10-15T18:49:00Z","price":9.5,"qty":2,"sku":"A1","tags":[1]}"#
                     .to_string()
             )
+        );
+    }
+
+    #[test]
+    fn mapped_properties_become_profile_updates() {
+        let s = schema(
+            r#"{"eventType":"purchase","properties":[{"name":"sku","type":"string","profileProperty":"lastSku"},
+                {"name":"qty","type":"integer"},{"name":"vip","type":"boolean","profileProperty":"vip"}]}"#,
+        );
+        let raw = RawValue::from_string(event(r#"{"sku":"A1","qty":2}"#, ""))
+            .unwrap_or_else(|_| RawValue::NULL.to_owned());
+        let fields = check_event(&raw, "demo").unwrap_or_else(|r| panic!("{r:?}"));
+        let updates = validate_event(Some(&s), &fields).map(|v| v.profile_updates);
+        assert_eq!(
+            updates,
+            Ok(vec![("lastSku".to_string(), "\"A1\"".to_string())])
         );
     }
 

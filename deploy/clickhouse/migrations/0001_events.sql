@@ -1,5 +1,7 @@
 -- Accepted events, validated against their event schema (schema_version) and
--- trimmed to its declared properties. One row per Kafka record of the raw topic (kafka_partition,
+-- trimmed to its declared properties. profile_id is the profile the event
+-- belongs to: its profileId, else its session's anonymous profile
+-- ('anon:<scope>:<sessionId>'). One row per Kafka record of the raw topic (kafka_partition,
 -- kafka_offset identify it; the worker never writes a record twice).
 -- Partitioned by arrival month, not event time: producers send any timeStamp, and
 -- an INSERT touching many partitions would be split into many non-atomic parts.
@@ -26,6 +28,10 @@ CREATE TABLE IF NOT EXISTS {database}.events
     kafka_partition UInt32,
     kafka_offset    UInt64,
     schema_version  UInt32,
+    -- Profile properties this event sets (schema profileProperty mappings):
+    -- names and JSON values, pairwise. Feed profile_properties (0002).
+    profile_property_names  Array(String),
+    profile_property_values Array(String),
     inserted_at     DateTime('UTC') DEFAULT now()
 )
 ENGINE = MergeTree()

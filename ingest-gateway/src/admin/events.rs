@@ -93,7 +93,8 @@ struct Filters {
     scope: String,
     event_type: Option<String>,
     session_id: Option<String>,
-    profile_id: Option<String>,
+    /// The profile asked for, then every id that reads as it; empty: any.
+    profile_ids: Vec<String>,
     accepted: bool,
     rejected: bool,
     from_ms: Option<u64>,
@@ -109,7 +110,15 @@ pub async fn list(
 ) -> Result<HttpResponse, AdminError> {
     let query = query.map_err(|e| AdminError::InvalidQuery(format!("query string: {e}")))?;
     existing(&state, &id)?;
-    let filters = check(id.into_inner(), query.into_inner())?;
+    let mut filters = check(id.into_inner(), query.into_inner())?;
+    if let Some(profile_id) = filters.profile_ids.first().cloned() {
+        // A profile's log includes the sessions merged into it.
+        filters.profile_ids = state
+            .profiles
+            .ids_of(&profile_id)
+            .await
+            .map_err(|e| AdminError::EventLogUnavailable(e.to_string()))?;
+    }
     let (sql, binds) = build_sql(&filters);
     let mut statement = state.event_log.query(&sql);
     for bind in binds {
@@ -174,7 +183,7 @@ fn check(scope: String, query: EventLogQuery) -> Result<Filters, AdminError> {
         scope,
         event_type: query.event_type,
         session_id: query.session_id,
-        profile_id: query.profile_id,
+        profile_ids: query.profile_id.into_iter().collect(),
         accepted,
         rejected,
         from_ms: time("from", query.from)?,
@@ -207,12 +216,18 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
         for (column, value) in [
             ("event_type", &filters.event_type),
             ("session_id", &filters.session_id),
-            ("profile_id", &filters.profile_id),
         ] {
             if let Some(value) = value {
                 conditions.push(format!("{column} = ?"));
                 binds.push(Bind::Text(value.clone()));
             }
+        }
+        if !filters.profile_ids.is_empty() {
+            conditions.push(format!(
+                "profile_id IN ({})",
+                vec!["?"; filters.profile_ids.len()].join(", ")
+            ));
+            binds.extend(filters.profile_ids.iter().cloned().map(Bind::Text));
         }
         if let Some(from) = filters.from_ms {
             conditions.push("received_at_ms >= ?".into());

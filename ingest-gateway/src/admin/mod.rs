@@ -1,5 +1,5 @@
-//! The admin API (`POWEHI_ADMIN_ADDR`): data sources, event schemas and the
-//! event log, JSON under `/v1`, every route behind `Authorization: Bearer`.
+//! The admin API (`POWEHI_ADMIN_ADDR`): data sources, event schemas, the event
+//! log and profiles, JSON under `/v1`, every route behind `Authorization: Bearer`.
 //!
 //! Writes go to the config log and answer once this gateway has applied them
 //! (see [`crate::configlog`]); reads answer from the applied snapshot.
@@ -7,6 +7,7 @@
 mod datasources;
 mod error;
 mod events;
+mod profiles;
 mod schemas;
 
 use actix_web::body::MessageBody;
@@ -50,6 +51,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 web::delete().to(datasources::revoke_token),
             )
             .route("/datasources/{id}/events", web::get().to(events::list))
+            .route("/profiles/{profile_id}", web::get().to(profiles::get))
             .route("/schemas", web::get().to(schemas::list))
             .route("/schemas/{event_type}", web::put().to(schemas::put))
             .route("/schemas/{event_type}", web::get().to(schemas::get))
