@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -108,12 +109,13 @@ impl Pipeline {
                 let deadline = self.batch.deadline(&self.limits);
                 tokio::select! {
                     _ = shutdown.changed() => break,
-                    received = self.consumer.recv() => match received {
-                        Ok(message) => self.held.push_back(message.detach()),
-                        Err(error) => {
+                    received = recv_or_tick(&self.consumer) => match received {
+                        Some(Ok(message)) => self.held.push_back(message),
+                        Some(Err(error)) => {
                             tracing::warn!(%error, "kafka consumer error");
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
+                        None => {}
                     },
                     _ = sleep_until(deadline), if deadline.is_some() => {}
                 }
@@ -333,9 +335,9 @@ impl Pipeline {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return Err(ShuttingDown),
-                received = self.consumer.recv() => {
-                    if let Ok(message) = received {
-                        self.held.push_back(message.detach());
+                received = recv_or_tick(&self.consumer) => {
+                    if let Some(Ok(message)) = received {
+                        self.held.push_back(message);
                     }
                 }
                 _ = tokio::time::sleep_until(until) => {
@@ -431,6 +433,23 @@ impl Pipeline {
             }
         }
         list
+    }
+}
+
+/// How often `recv()` is restarted when nothing arrives.
+const POLL_TICK: Duration = Duration::from_millis(100);
+
+/// `recv()`, given up after [`POLL_TICK`]. The StreamConsumer is only woken
+/// when its queue goes from empty to non-empty; an event that lands on a
+/// non-empty queue (a rebalance behind a statistics event, say) can then sit
+/// unserved until the next message arrives, which may be never: the partition
+/// assignment would not be applied. Polling again on every tick serves it.
+async fn recv_or_tick(
+    consumer: &StreamConsumer<WorkerContext>,
+) -> Option<KafkaResult<OwnedMessage>> {
+    match tokio::time::timeout(POLL_TICK, consumer.recv()).await {
+        Ok(received) => Some(received.map(|message| message.detach())),
+        Err(_) => None,
     }
 }
 
