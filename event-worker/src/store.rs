@@ -76,19 +76,20 @@ impl Store {
     }
 
     pub async fn insert_events(&self, rows: &[EventRow]) -> Result<(), StoreError> {
-        bounded(async {
-            let mut insert = self.client.insert::<EventRow>("events").await?;
-            for row in rows {
-                insert.write(row).await?;
-            }
-            insert.end().await
-        })
-        .await
+        self.insert("events", rows).await
     }
 
     pub async fn insert_rejected(&self, rows: &[RejectedRow]) -> Result<(), StoreError> {
+        self.insert("rejected_events", rows).await
+    }
+
+    /// One INSERT of all `rows` (RowBinary, LZ4-compressed).
+    async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), StoreError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
         bounded(async {
-            let mut insert = self.client.insert::<RejectedRow>("rejected_events").await?;
+            let mut insert = self.client.insert::<T>(table).await?;
             for row in rows {
                 insert.write(row).await?;
             }
