@@ -53,6 +53,7 @@ pub struct RejectedRow {
     pub profile_id: String,
     /// The event's timeStamp when readable, else 0 (1970-01-01).
     pub event_time: u32,
+    pub event_time_ms: u64,
     pub received_at: u32,
     pub received_at_ms: u64,
     /// `gateway` (refused at ingest) or `worker` (rejected here).
@@ -171,6 +172,10 @@ fn rejected_row(
             .time_stamp
             .map(|t| seconds(t.timestamp_millis()))
             .unwrap_or(0),
+        event_time_ms: ids
+            .time_stamp
+            .map(|t| clamp_ms(t.timestamp_millis()))
+            .unwrap_or(0),
         received_at: (received_at_ms / 1000) as u32,
         received_at_ms,
         stage: stage.to_string(),
@@ -193,6 +198,7 @@ fn poison_row(payload: &[u8], problem: String, position: Position) -> RejectedRo
         session_id: String::new(),
         profile_id: String::new(),
         event_time: 0,
+        event_time_ms: 0,
         received_at: (now_ms / 1000) as u32,
         received_at_ms: now_ms,
         stage: "worker".to_string(),

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS {database}.rejected_events
     session_id      String,
     profile_id      String,
     event_time      DateTime('UTC'),
+    event_time_ms   UInt64,
     received_at     DateTime('UTC'),
     received_at_ms  UInt64,
     stage           String,
@@ -75,7 +76,7 @@ UNION ALL
 SELECT
     event_id, scope, event_type, session_id, profile_id,
     'rejected' AS status,
-    event_time, toUInt64(event_time) * 1000 AS event_time_ms, received_at, received_at_ms,
+    event_time, event_time_ms, received_at, received_at_ms,
     '{}' AS properties, reasons, raw,
     '' AS source_id, '' AS source_type, '' AS target_id, '' AS target_type,
     toUInt32(0) AS schema_version, kafka_partition, kafka_offset

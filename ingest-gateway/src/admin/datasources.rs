@@ -13,7 +13,7 @@ use crate::auth::{hash_key, key_hash_text};
 use crate::bootstrap::check_data_source_id;
 use crate::AppState;
 
-const MAX_DISPLAY_NAME: usize = 256;
+const MAX_DISPLAY_NAME: usize = proto::schema::MAX_NAME_LEN;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

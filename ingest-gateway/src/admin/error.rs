@@ -74,5 +74,45 @@ impl ResponseError for AdminError {
 /// Reads a JSON body into `T`, naming what is wrong (syntax, unknown field,
 /// wrong type) in the answer.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
-    serde_json::from_slice(body).map_err(|e| AdminError::InvalidJson(format!("request body: {e}")))
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path.is_empty() || path == "." {
+            AdminError::InvalidJson(format!("request body: {inner}"))
+        } else {
+            AdminError::InvalidJson(format!("request body, at {path}: {inner}"))
+        }
+    })?;
+    deserializer
+        .end()
+        .map_err(|e| AdminError::InvalidJson(format!("request body: {e}")))?;
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        max_events_per_second: Option<u32>,
+    }
+
+    #[test]
+    fn a_wrong_type_names_the_field() {
+        let err = parse_json::<Body>(br#"{"name":"x","maxEventsPerSecond":"fast"}"#).err();
+        let message = err.map(|e| e.to_string()).unwrap_or_default();
+        assert!(message.contains("maxEventsPerSecond") && message.contains("expected u32"), "{message}");
+    }
+
+    #[test]
+    fn trailing_garbage_and_unknown_fields_are_refused() {
+        assert!(parse_json::<Body>(br#"{"name":"x"} junk"#).is_err());
+        let message = parse_json::<Body>(br#"{"name":"x","nmae":1}"#).err().map(|e| e.to_string());
+        assert!(message.unwrap_or_default().contains("unknown field `nmae`"));
+    }
 }

@@ -257,7 +257,7 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
         }
         branches.push(format!(
             "SELECT event_id, {status} AS status, event_type, session_id, profile_id, \
-             toUInt64(event_time) * 1000 AS event_time_ms, received_at_ms, {properties} AS properties, \
+             event_time_ms, received_at_ms, {properties} AS properties, \
              {reasons} AS reasons, {raw} AS raw, {rest}, kafka_partition, kafka_offset \
              FROM {table} WHERE {}",
             conditions.join(" AND ")

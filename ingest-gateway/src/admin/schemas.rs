@@ -44,7 +44,13 @@ pub async fn put(
     event_type: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
-    let body: SchemaBody = parse_json(&body)?;
+    let body: SchemaBody = parse_json(&body).map_err(|error| match error {
+        // A property type outside the seven is a schema problem, not a JSON one.
+        AdminError::InvalidJson(message) if message.contains("unknown variant") => {
+            AdminError::InvalidSchema(message)
+        }
+        other => other,
+    })?;
     let schema = EventSchemaSpec {
         event_type: event_type.into_inner(),
         properties: body.properties,
