@@ -381,14 +381,33 @@ fn new_event_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-/// The first bytes of an over-size event as a JSON string, cut on a char boundary.
+/// What the event log keeps of an over-size event: its identifying fields
+/// (so it shows under its type, session and item id), its size, and its first
+/// bytes as `excerpt`, cut on a char boundary. Kafka would refuse it whole.
 fn oversize_excerpt(text: &str) -> Box<RawValue> {
     let mut end = OVERSIZE_EXCERPT_BYTES.min(text.len());
     while !text.is_char_boundary(end) {
         end -= 1;
     }
-    let excerpt = serde_json::to_string(&text[..end]).unwrap_or_default();
-    RawValue::from_string(excerpt).unwrap_or_else(|_| RawValue::NULL.to_owned())
+    let mut kept = serde_json::Map::new();
+    if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(text) {
+        for name in [
+            "eventType",
+            "sessionId",
+            "scope",
+            "timeStamp",
+            "profileId",
+            "itemId",
+        ] {
+            if let Some(value) = fields.get(name).filter(|v| !v.is_object() && !v.is_array()) {
+                kept.insert(name.to_string(), value.clone());
+            }
+        }
+    }
+    kept.insert("bytes".into(), text.len().into());
+    kept.insert("excerpt".into(), text[..end].into());
+    let summary = serde_json::Value::Object(kept).to_string();
+    RawValue::from_string(summary).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 #[cfg(test)]
@@ -444,7 +463,14 @@ mod tests {
             panic!("an event over the limit must be refused")
         };
         assert_eq!(reason.code, ReasonCode::EventTooLarge);
-        assert!(record.payload.len() < 2 * OVERSIZE_EXCERPT_BYTES);
+        assert!(record.payload.len() < 3 * OVERSIZE_EXCERPT_BYTES);
+        let envelope =
+            Envelope::from_bytes(&record.payload).map(|e| proto::best_effort_ids(e.event));
+        assert_eq!(
+            envelope.map(|ids| ids.event_type),
+            Ok("view".to_string()),
+            "identifying fields are kept"
+        );
     }
 
     #[test]

@@ -106,13 +106,18 @@ mod tests {
     fn a_wrong_type_names_the_field() {
         let err = parse_json::<Body>(br#"{"name":"x","maxEventsPerSecond":"fast"}"#).err();
         let message = err.map(|e| e.to_string()).unwrap_or_default();
-        assert!(message.contains("maxEventsPerSecond") && message.contains("expected u32"), "{message}");
+        assert!(
+            message.contains("maxEventsPerSecond") && message.contains("expected u32"),
+            "{message}"
+        );
     }
 
     #[test]
     fn trailing_garbage_and_unknown_fields_are_refused() {
         assert!(parse_json::<Body>(br#"{"name":"x"} junk"#).is_err());
-        let message = parse_json::<Body>(br#"{"name":"x","nmae":1}"#).err().map(|e| e.to_string());
+        let message = parse_json::<Body>(br#"{"name":"x","nmae":1}"#)
+            .err()
+            .map(|e| e.to_string());
         assert!(message.unwrap_or_default().contains("unknown field `nmae`"));
     }
 }

@@ -1,0 +1,572 @@
+"""Helpers of the end-to-end tests (fixtures are in conftest.py).
+
+- `wait_until`: bounded polling, the only way tests wait for something to happen;
+- ClickHouse: `ch_exec`, `ch_query`, `ch_scalar`, `Store` (one test's database);
+- Kafka: `kafka_admin`, `wait_group_caught_up` (nothing left to replay);
+- metrics: `parse_metrics`, `metric_sum`;
+- `Proc`: one started binary (log file, address, metrics, signals);
+- requests: `post`, `event`, `assert_error`, `retry_after_seconds`, `EventStream`;
+- `ServiceControl`: deploy/local/{kafka,clickhouse}.sh stop|start for the outage tests.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import requests
+
+try:
+    from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: F401 - KafkaException for conftest
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+except ImportError as exc:  # pragma: no cover - environment problem, said clearly
+    raise ImportError(
+        "the e2e tests need confluent-kafka: "
+        "/var/cache/powehi/venv/bin/pip install confluent-kafka"
+    ) from exc
+
+REPO = Path(__file__).resolve().parents[2]
+TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", "/var/cache/powehi/target"))
+GATEWAY_BIN = TARGET_DIR / "release" / "ingest-gateway"
+WORKER_BIN = TARGET_DIR / "release" / "event-worker"
+KAFKA_BROKERS = os.environ.get("POWEHI_KAFKA_BROKERS", "127.0.0.1:9092")
+CLICKHOUSE_URL = os.environ.get("POWEHI_CLICKHOUSE_URL", "http://127.0.0.1:8123").rstrip("/")
+KAFKA_SCRIPT = REPO / "deploy" / "local" / "kafka.sh"
+CLICKHOUSE_SCRIPT = REPO / "deploy" / "local" / "clickhouse.sh"
+
+START_TIMEOUT_S = 30.0
+
+
+# --------------------------------------------------------------------------- polling
+
+
+def wait_until(
+    cond: Callable[[], Any],
+    timeout: float,
+    interval: float = 0.2,
+    what: str = "",
+    describe: Callable[[], str] | None = None,
+) -> Any:
+    """Poll `cond` until it returns something truthy (returned) or `timeout` seconds pass.
+
+    Exceptions raised by `cond` count as "not yet" (a dependency may still be coming up);
+    the last value or exception, and `describe()` if given, are reported if time runs out.
+    """
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            value = cond()
+            if value:
+                return value
+            last = value
+        except Exception as exc:  # noqa: BLE001 - reported below
+            last = exc
+        if time.monotonic() >= deadline:
+            message = f"timed out after {timeout:.0f}s waiting for {what or cond}: last {last!r}"
+            raise AssertionError(f"{message}; {describe()}" if describe else message)
+        time.sleep(interval)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+# --------------------------------------------------------------------------- ClickHouse
+
+
+class ClickHouseError(RuntimeError):
+    pass
+
+
+def ch_exec(sql: str, timeout: float = 30) -> str:
+    """Run one statement over the HTTP interface; return the raw answer text."""
+    resp = requests.post(
+        CLICKHOUSE_URL + "/",
+        params={"output_format_json_quote_64bit_integers": "0"},
+        data=sql.encode(),
+        timeout=timeout,
+    )
+    if resp.status_code != 200:
+        raise ClickHouseError(f"{resp.status_code}: {resp.text.strip()[:500]} (query: {sql[:300]})")
+    return resp.text
+
+
+def ch_query(sql: str, fmt: str = "JSONEachRow") -> list:
+    """Rows of a SELECT: dicts for JSONEachRow, lists of strings for TabSeparated."""
+    text = ch_exec(f"{sql} FORMAT {fmt}")
+    lines = [line for line in text.split("\n") if line]
+    if fmt == "JSONEachRow":
+        return [json.loads(line) for line in lines]
+    return [line.split("\t") for line in lines]
+
+
+def ch_scalar(sql: str) -> str:
+    rows = ch_query(sql, fmt="TabSeparated")
+    assert len(rows) == 1 and len(rows[0]) == 1, f"expected one value from {sql!r}, got {rows!r}"
+    return rows[0][0]
+
+
+def sql_str(value: str) -> str:
+    """A ClickHouse string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class Store:
+    """The test's ClickHouse database, as an analyst reads it."""
+
+    def __init__(self, database: str):
+        self.db = database
+
+    def count(self, table: str, where: str = "1") -> int:
+        return int(ch_scalar(f"SELECT count() FROM {self.db}.{table} WHERE {where}"))
+
+    def rows(self, table: str, where: str = "1", columns: str = "*") -> list[dict]:
+        return ch_query(f"SELECT {columns} FROM {self.db}.{table} WHERE {where}")
+
+    def id_counts(self, table: str = "events", where: str = "1") -> Counter:
+        rows = ch_query(
+            f"SELECT event_id, count() FROM {self.db}.{table} WHERE {where} GROUP BY event_id",
+            fmt="TabSeparated",
+        )
+        return Counter({event_id: int(n) for event_id, n in rows})
+
+    def wait_for_ids(self, ids: set[str], timeout: float, table: str = "events") -> None:
+        """Wait until every id in `ids` has a row in `table`."""
+
+        missing = set(ids)
+
+        def all_there() -> bool:
+            nonlocal missing
+            missing = ids - set(self.id_counts(table))
+            return not missing
+
+        wait_until(
+            all_there,
+            timeout,
+            interval=0.5,
+            what=f"{len(ids)} event ids in {self.db}.{table}",
+            describe=lambda: f"{len(missing)} of {len(ids)} still missing, e.g. {sorted(missing)[:3]}",
+        )
+
+    def assert_each_stored_once(self, acked: set[str]) -> None:
+        """Every acknowledged id exactly once, and no event id twice anywhere."""
+        counts = self.id_counts()
+        missing = acked - set(counts)
+        dups = {i: n for i, n in counts.items() if n > 1}
+        assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:5]}"
+        assert not dups, f"{len(dups)} events stored more than once, e.g. {sorted(dups.items())[:5]}"
+        total = ch_query(f"SELECT count() AS n, uniqExact(event_id) AS u FROM {self.db}.events")[0]
+        assert int(total["n"]) == int(total["u"]), f"count() != uniqExact(event_id): {total}"
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+@functools.lru_cache(maxsize=1)
+def kafka_admin() -> AdminClient:
+    """One client for the session: its futures resolve only while the client is alive."""
+    return AdminClient({"bootstrap.servers": KAFKA_BROKERS, "socket.timeout.ms": 5000, "log_level": 2})
+
+
+def topic_partitions(topic: str) -> int:
+    md = kafka_admin().list_topics(topic, timeout=10)
+    meta = md.topics.get(topic)
+    if meta is None or meta.error is not None:
+        raise AssertionError(f"topic {topic} not found: {meta and meta.error}")
+    return len(meta.partitions)
+
+
+def group_members_partitions(group: str) -> list[int]:
+    """Partitions owned by each member of a consumer group, as the broker sees it ([] while
+    the group is rebalancing or empty)."""
+    admin = kafka_admin()  # referenced until the answer is in: a destroyed client's future may never complete
+    desc = admin.describe_consumer_groups([group], request_timeout=10)[group].result(timeout=15)
+    if desc.state != ConsumerGroupState.STABLE:
+        return []
+    return [len(m.assignment.topic_partitions) for m in desc.members]
+
+
+def wait_group_caught_up(group: str, topic: str, timeout: float = 90) -> None:
+    """Wait until the group's committed offset is the end of every partition of `topic`.
+
+    The worker commits only after the rows are in ClickHouse, so after this nothing is
+    left to replay: a duplicate cannot show up later.
+    """
+    consumer = Consumer(
+        {"bootstrap.servers": KAFKA_BROKERS, "group.id": group, "enable.auto.commit": False, "log_level": 2}
+    )
+    try:
+        parts = [TopicPartition(topic, p) for p in range(topic_partitions(topic))]
+
+        def lagging() -> list:
+            behind = []
+            for tp in consumer.committed(parts, timeout=10):
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+                if high > 0 and tp.offset < high:
+                    behind.append((tp.partition, tp.offset, high))
+            return behind
+
+        behind: list = []
+
+        def caught_up() -> bool:
+            nonlocal behind
+            behind = lagging()
+            return not behind
+
+        wait_until(
+            caught_up,
+            timeout,
+            interval=0.5,
+            what=f"group {group} to commit the end of {topic}",
+            describe=lambda: f"(partition, committed, end) behind: {behind}",
+        )
+    finally:
+        consumer.close()
+
+
+# --------------------------------------------------------------------------- metrics
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def parse_metrics(text: str) -> list[tuple[str, dict, float]]:
+    samples = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        if m:
+            samples.append((m.group(1), dict(_LABEL.findall(m.group(2) or "")), float(m.group(3))))
+    return samples
+
+
+def metric_sum(samples: list, name: str, **labels: str | Callable[[str], bool]) -> float | None:
+    """Sum of the samples of `name` whose labels match (a value or a predicate); None if none."""
+
+    def matches(sample_labels: dict) -> bool:
+        for key, want in labels.items():
+            have = sample_labels.get(key)
+            if have is None or not (want(have) if callable(want) else have == want):
+                return False
+        return True
+
+    values = [v for n, lab, v in samples if n == name and matches(lab)]
+    return sum(values) if values else None
+
+
+# --------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Creds:
+    client_id: str
+    token: str
+
+
+@dataclass
+class Proc:
+    """One started binary. `addr` is the listener its /healthz, /readyz, /metrics are on."""
+
+    name: str
+    popen: subprocess.Popen
+    log_path: Path
+    addr: str
+    env: dict
+    creds: Creds | None = None
+    http: requests.Session = field(default_factory=requests.Session)
+
+    def url(self, path: str) -> str:
+        return f"http://{self.addr}{path}"
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def get(self, path: str, timeout: float = 5) -> requests.Response:
+        return self.http.get(self.url(path), timeout=timeout)
+
+    def metrics(self) -> list:
+        resp = self.get("/metrics")
+        assert resp.status_code == 200, f"{self.name} /metrics answered {resp.status_code}"
+        return parse_metrics(resp.text)
+
+    def metric(self, name: str, **labels) -> float | None:
+        return metric_sum(self.metrics(), name, **labels)
+
+    def terminate(self) -> None:
+        self.popen.send_signal(signal.SIGTERM)
+
+    def kill9(self) -> None:
+        self.popen.kill()
+        self.popen.wait(timeout=10)
+
+    def wait_exit(self, timeout: float) -> int:
+        try:
+            return self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.name} still running {timeout:.0f}s after the signal") from None
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as exc:
+            return f"(no log: {exc})"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def wait_ready(self, timeout: float = START_TIMEOUT_S) -> None:
+        def ready() -> bool:
+            if not self.alive():
+                raise ProcessExited(self)
+            return self.get("/readyz", timeout=2).status_code == 200
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if ready():
+                    return
+            except ProcessExited:
+                raise AssertionError(
+                    f"{self.name} exited with {self.popen.returncode} during start-up; log tail:\n{self.tail()}"
+                ) from None
+            except requests.RequestException:
+                pass
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"{self.name} not ready (/readyz) after {timeout:.0f}s; log tail:\n{self.tail()}")
+            time.sleep(0.1)
+
+    def assigned_partitions(self) -> float:
+        value = self.metric("powehi_worker_assigned_partitions")
+        assert value is not None, f"{self.name} /metrics has no powehi_worker_assigned_partitions"
+        return value
+
+
+class ProcessExited(Exception):
+    def __init__(self, proc: Proc):
+        super().__init__(f"{proc.name} exited with {proc.popen.returncode}")
+
+
+def child_env(overrides: dict) -> dict:
+    """The test runner's environment without any POWEHI_* variable, plus `overrides`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POWEHI_")}
+    env.update({k: str(v) for k, v in overrides.items() if v is not None})
+    return env
+
+
+# --------------------------------------------------------------------------- requests
+
+
+def data_source(ds_id: str, keys: list[str], **extra) -> dict:
+    """A data source of the bootstrap file."""
+    return {"id": ds_id, "name": ds_id, "writeKeys": keys, "enabled": True, "maxEventsPerSecond": None, **extra}
+
+
+VIEW_SCHEMA = {"eventType": "view", "properties": []}
+
+_DEFAULT = object()
+
+
+def post(
+    gateway: Proc,
+    body: Any,
+    *,
+    creds: Creds | None | object = _DEFAULT,
+    path: str = "/powehi/smile",
+    headers: dict | None = None,
+    content_type: str | None = "application/json",
+    session: requests.Session | None = None,
+    timeout: float = 30,
+) -> requests.Response:
+    """POST an ingest request. `body`: dict/list (sent as JSON), str/bytes or an iterator (sent raw).
+
+    `creds` defaults to the gateway's first data source; None sends no credential header.
+    """
+    creds = gateway.creds if creds is _DEFAULT else creds
+    h: dict[str, str] = {}
+    if creds is not None:
+        h["X-Client-ID"] = creds.client_id
+        h["X-Client-Access-Token"] = creds.token
+    if content_type is not None:
+        h["Content-Type"] = content_type
+    h.update(headers or {})
+    data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
+    return (session or gateway.http).post(gateway.url(path), data=data, headers=h, timeout=timeout)
+
+
+def event(scope: str, /, *, drop: tuple = (), **fields) -> dict:
+    """A valid event of the registered type `view`, with a unique itemId; `drop` removes fields."""
+    ev = {
+        "eventType": "view",
+        "sessionId": f"s-{uuid.uuid4().hex[:8]}",
+        "properties": {},
+        "scope": scope,
+        "timeStamp": utc_now_iso(),
+        "source": {"itemId": "_", "itemType": "_"},
+        "target": {"itemId": "_", "itemType": "_"},
+        "itemId": f"ev-{uuid.uuid4().hex}",
+    }
+    ev.update(fields)
+    for key in drop:
+        ev.pop(key, None)
+    return ev
+
+
+def assert_error(resp: requests.Response, status: int, code: str) -> dict:
+    """A whole-request error: `status`, JSON body {"error":{"code":code,"message":"…"}}."""
+    assert resp.status_code == status, f"expected {status} {code}, got {resp.status_code}: {resp.text[:500]}"
+    assert resp.headers.get("Content-Type", "").startswith("application/json"), resp.headers.get("Content-Type")
+    body = resp.json()
+    assert set(body) == {"error"}, f"error body must hold only 'error': {body}"
+    err = body["error"]
+    assert err.get("code") == code, f"expected code {code}: {body}"
+    assert isinstance(err.get("message"), str) and err["message"], f"error needs a message: {body}"
+    return body
+
+
+def retry_after_seconds(resp: requests.Response) -> int:
+    value = resp.headers.get("Retry-After")
+    assert value is not None, f"{resp.status_code} without Retry-After: {dict(resp.headers)}"
+    assert value.isdigit() and int(value) >= 1, f"Retry-After must be integer seconds >= 1, got {value!r}"
+    return int(value)
+
+
+# --------------------------------------------------------------------------- traffic
+
+
+@dataclass
+class Outcome:
+    started: float
+    ended: float
+    status: int | None  # None: no HTTP answer (connection error)
+    detail: str
+    ids: list[str]
+
+
+class EventStream:
+    """A few client threads posting batches of uniquely identified events.
+
+    Remembers every outcome; `acked` holds the ids of events whose request got 200.
+    Stops after `requests_total` requests, on `stop()`, or after `max_seconds`.
+    """
+
+    def __init__(
+        self,
+        gateway: Proc,
+        *,
+        requests_total: int,
+        events_per_request: int,
+        threads: int = 3,
+        interval: float = 0.0,
+        max_seconds: float = 120,
+        prefix: str | None = None,
+    ):
+        self.gateway = gateway
+        self.requests_total = requests_total
+        self.events_per_request = events_per_request
+        self.interval = interval  # pause between two requests of one thread
+        self.max_seconds = max_seconds
+        self.prefix = prefix or f"st-{uuid.uuid4().hex[:6]}"
+        self.outcomes: list[Outcome] = []
+        self.acked: set[str] = set()
+        self._lock = threading.Lock()
+        self._next = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(t,), daemon=True) for t in range(threads)]
+
+    def start(self) -> "EventStream":
+        self._deadline = time.monotonic() + self.max_seconds
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float = 180) -> None:
+        end = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, end - time.monotonic()))
+        assert not any(t.is_alive() for t in self._threads), "client threads did not finish"
+
+    def wait_acked(self, n: int, timeout: float) -> None:
+        wait_until(lambda: len(self.acked) >= n, timeout, interval=0.05, what=f"{n} acknowledged events")
+
+    @property
+    def statuses(self) -> Counter:
+        return Counter(o.status for o in self.outcomes)
+
+    def _take(self) -> int | None:
+        with self._lock:
+            if self._next >= self.requests_total:
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def _run(self, thread: int) -> None:
+        session = requests.Session()
+        scope = self.gateway.creds.client_id
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            n = self._take()
+            if n is None:
+                break
+            ids = [f"{self.prefix}-{n}-{i}" for i in range(self.events_per_request)]
+            events = [event(scope, itemId=i, sessionId=f"{self.prefix}-s{(n + k) % 24}") for k, i in enumerate(ids)]
+            started = time.monotonic()
+            try:
+                resp = post(self.gateway, {"events": events}, session=session, timeout=60)
+                status, detail = resp.status_code, resp.text[:300]
+            except requests.RequestException as exc:
+                status, detail = None, f"{type(exc).__name__}: {exc}"
+            outcome = Outcome(started, time.monotonic(), status, detail, ids)
+            with self._lock:
+                self.outcomes.append(outcome)
+                if status == 200:
+                    self.acked.update(ids)
+            if self.interval:
+                self._stop.wait(self.interval)
+        session.close()
+
+
+# --------------------------------------------------------------------------- dependencies
+
+
+class ServiceControl:
+    """deploy/local/<name>.sh stop|start, for outage tests."""
+
+    def __init__(self, script: Path):
+        self.script = script
+
+    def run(self, command: str, timeout: float = 300) -> None:
+        if not self.script.exists():
+            pytest.fail(f"{self.script} is missing")
+        res = subprocess.run(
+            ["bash", str(self.script), command], capture_output=True, text=True, timeout=timeout, check=False
+        )
+        assert res.returncode == 0, f"{self.script.name} {command} exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
+
+    def stop(self) -> None:
+        self.run("stop")
+
+    def start(self) -> None:
+        self.run("start")

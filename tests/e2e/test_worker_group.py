@@ -1,0 +1,49 @@
+"""Workers of one consumer group share the raw topic's partitions; when one stops (SIGTERM),
+the survivor takes over all of them and nothing is lost or stored twice."""
+
+from __future__ import annotations
+
+from e2e_support import EventStream, topic_partitions, wait_group_caught_up, wait_until
+
+PARTITIONS = 12  # the gateway's default for the raw topic
+REQUESTS = 120
+EVENTS_PER_REQUEST = 50
+
+
+def test_survivor_takes_all_partitions_after_sigterm_of_the_other_worker(names, start_gateway, start_worker, store):
+    """Both workers own partitions (12 in all); after SIGTERM of one the other owns all 12,
+    and every acknowledged event is stored exactly once."""
+    gateway = start_gateway()
+    assert topic_partitions(names.topic) == PARTITIONS
+    first = start_worker()
+    second = start_worker(wait="ready")
+
+    def shared() -> tuple | None:
+        a, b = first.assigned_partitions(), second.assigned_partitions()
+        return (a, b) if a > 0 and b > 0 and a + b == PARTITIONS else None
+
+    split = wait_until(shared, 60, what="both workers to own partitions, 12 in all")
+    print(f"partitions owned: {split}")
+
+    stream = EventStream(
+        gateway, requests_total=REQUESTS, events_per_request=EVENTS_PER_REQUEST, threads=2, interval=0.2, max_seconds=180
+    ).start()
+    stream.wait_acked(REQUESTS * EVENTS_PER_REQUEST // 4, timeout=60)
+    wait_until(
+        lambda: (second.metric("powehi_worker_rows_inserted_total", table="events") or 0) > 0,
+        30,
+        what="the second worker to insert rows",
+    )
+    second.terminate()
+    assert len(stream.acked) < REQUESTS * EVENTS_PER_REQUEST, "the stream ended before SIGTERM"
+    assert second.wait_exit(30) == 0, "SIGTERM is a graceful stop: exit code 0"
+
+    wait_until(lambda: first.assigned_partitions() == PARTITIONS, 60, what="the survivor to own all 12 partitions")
+    stream.join(timeout=180)
+    assert stream.statuses == {200: REQUESTS}, stream.statuses
+
+    store.wait_for_ids(stream.acked, timeout=120)
+    wait_group_caught_up(names.group, names.topic, timeout=90)
+    store.assert_each_stored_once(stream.acked)
+    assert store.count("events") == len(stream.acked)
+    assert first.assigned_partitions() == PARTITIONS
