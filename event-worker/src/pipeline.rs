@@ -110,7 +110,7 @@ impl Pipeline {
                 tokio::select! {
                     _ = shutdown.changed() => break,
                     received = recv_or_tick(&self.consumer) => match received {
-                        Some(Ok(message)) => self.held.push_back(message),
+                        Some(Ok(message)) => self.hold(message),
                         Some(Err(error)) => {
                             tracing::warn!(%error, "kafka consumer error");
                             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -337,7 +337,7 @@ impl Pipeline {
                 _ = shutdown.changed() => return Err(ShuttingDown),
                 received = recv_or_tick(&self.consumer) => {
                     if let Some(Ok(message)) = received {
-                        self.held.push_back(message);
+                        self.hold(message);
                     }
                 }
                 _ = tokio::time::sleep_until(until) => {
@@ -368,6 +368,16 @@ impl Pipeline {
         if let Err(error) = self.consumer.pause(&list) {
             tracing::warn!(%error, "cannot pause partitions");
         }
+    }
+
+    /// Keeps a received record for handling. The rebalance callbacks that ran
+    /// inside the `recv()` that returned it came *before* it, so they are
+    /// applied first: applying them after would treat a record of a partition
+    /// revoked and assigned again in that same `recv()` as one of the old
+    /// assignment and drop it, and the next commit would step over it.
+    fn hold(&mut self, message: OwnedMessage) {
+        self.apply_rebalances();
+        self.held.push_back(message);
     }
 
     /// Applies what the rebalance callbacks reported since the last call.

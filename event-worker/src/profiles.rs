@@ -13,8 +13,9 @@
 //!   so the latest event by event time wins whatever the arrival order, and a
 //!   tie is broken by event id the same way everywhere;
 //! - `profile_aliases` (+ `profile_members`): an event naming a profileId in a
-//!   session merges that session's anonymous profile into it; reads resolve
-//!   aliases and merge the aggregate states of all ids of a profile.
+//!   session merges that session's anonymous profile into it (argMax of the
+//!   target by (event time, event id): the latest identification wins); reads
+//!   resolve aliases and merge the aggregate states of all ids of a profile.
 //!
 //! Why that is correct: every input row exists exactly once (the replay rules of
 //! [`crate::replay`]), every aggregate commutes and is idempotent under merge of
@@ -39,25 +40,36 @@ const REMEMBERED_PROFILES: usize = 1_000_000;
 #[derive(Default)]
 pub struct ProfileCounter {
     seen: HashSet<String>,
+    /// Anonymous profiles this process saw merged (same bound as `seen`).
+    merged: HashSet<String>,
 }
 
 impl ProfileCounter {
     /// Counts what an accepted event does to its profile: `created` (first time
     /// this process sees the profile), `updated` (sets profile properties),
-    /// `merged` (identifies an anonymous session).
+    /// `merged` (first time this process sees the session identified, which
+    /// merges its anonymous profile into the named one).
     pub fn observe(&mut self, row: &EventRow, counter: &IntCounterVec) {
-        if !self.seen.contains(&row.profile_id) {
-            if self.seen.len() >= REMEMBERED_PROFILES {
-                self.seen.clear();
-            }
-            self.seen.insert(row.profile_id.clone());
+        if remember(&mut self.seen, &row.profile_id) {
             counter.with_label_values(&["created"]).inc();
         }
         if !row.profile_property_names.is_empty() {
             counter.with_label_values(&["updated"]).inc();
         }
-        if row.profile_id != proto::anonymous_profile_id(&row.scope, &row.session_id) {
+        let anonymous = proto::anonymous_profile_id(&row.scope, &row.session_id);
+        if row.profile_id != anonymous && remember(&mut self.merged, &anonymous) {
             counter.with_label_values(&["merged"]).inc();
         }
     }
+}
+
+/// Adds `id` to a bounded set; true when it was not there.
+fn remember(set: &mut HashSet<String>, id: &str) -> bool {
+    if set.contains(id) {
+        return false;
+    }
+    if set.len() >= REMEMBERED_PROFILES {
+        set.clear();
+    }
+    set.insert(id.to_string())
 }

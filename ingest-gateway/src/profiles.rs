@@ -3,8 +3,9 @@
 //! Profiles are derived in ClickHouse from the event rows (see the worker's
 //! `profiles` module and migration 0002). A read resolves the asked id through
 //! `profile_aliases` (an anonymous session profile that was identified reads as
-//! the profile it merged into), collects the ids merged into that profile, and
-//! merges their aggregate states. Every query is keyed by the tables' sorting
+//! the profile it merged into), collects the anonymous profiles merged into
+//! that profile (those with events of their own), and merges their aggregate
+//! states. Every query is keyed by the tables' sorting
 //! key (`alias_id` or `profile_id`), so a read costs a few granules whatever the
 //! number of profiles. Values are always bound parameters.
 
@@ -86,36 +87,28 @@ impl ProfileStore {
     }
 
     async fn resolve(&self, id: &str) -> Result<String, ProfileError> {
-        let found: Vec<String> = self
-            .fetch(
-                self.client
-                    .query(
-                        "SELECT profile_id FROM profile_aliases FINAL WHERE alias_id = ? LIMIT 1",
-                    )
-                    .bind(id),
-            )
-            .await?;
+        let sql =
+            "SELECT argMaxMerge(target) FROM profile_aliases WHERE alias_id = ? GROUP BY alias_id";
+        let found: Vec<String> = self.fetch(self.client.query(sql).bind(id)).await?;
         Ok(found.into_iter().next().unwrap_or_else(|| id.to_string()))
     }
 
-    /// Aliases whose latest target is `profile_id`.
+    /// Anonymous profiles, with events of their own, whose session's latest
+    /// identification is `profile_id`.
     async fn merged_into(&self, profile_id: &str) -> Result<Vec<String>, ProfileError> {
-        let candidates: Vec<String> = self
-            .fetch(
-                self.client
-                    .query("SELECT DISTINCT alias_id FROM profile_members WHERE profile_id = ?")
-                    .bind(profile_id),
-            )
-            .await?;
+        let sql = "SELECT DISTINCT alias_id FROM profile_members WHERE profile_id = ?";
+        let candidates: Vec<String> = self.fetch(self.client.query(sql).bind(profile_id)).await?;
         if candidates.is_empty() {
             return Ok(candidates);
         }
-        let query = format!(
-            "SELECT alias_id FROM profile_aliases FINAL WHERE alias_id IN ({}) AND profile_id = ? ORDER BY alias_id",
-            placeholders(candidates.len())
+        let list = placeholders(candidates.len());
+        let sql = format!(
+            "SELECT alias_id FROM profile_aliases WHERE alias_id IN ({list}) \
+             AND alias_id IN (SELECT profile_id FROM profile_stats WHERE profile_id IN ({list})) \
+             GROUP BY alias_id HAVING argMaxMerge(target) = ? ORDER BY alias_id"
         );
-        let mut statement = self.client.query(&query);
-        for candidate in &candidates {
+        let mut statement = self.client.query(&sql);
+        for candidate in candidates.iter().chain(&candidates) {
             statement = statement.bind(candidate.as_str());
         }
         self.fetch(statement.bind(profile_id)).await

@@ -4,12 +4,16 @@
   (string) and `n` (integer) set the profile properties `plan` and `lastN`;
 - `view_event`: a `view` event with a given session, itemId, event time (epoch ms), profileId
   and properties;
-- `context`: `POST /powehi/context` (optionally `?sessionId=`);
+- `context`, `context_ok`: `POST /powehi/context` (optionally `?sessionId=`);
+- `retry_unavailable`: repeat a request while it answers 503 (other suites stop Kafka or
+  ClickHouse now and then);
 - `assert_profile`: the exact profile object (`/context`'s `profile`, admin
   `GET /v1/profiles/{id}`);
 - `settle`: wait until events are stored and the consumer group committed the end of the
   topic, so nothing can still change the derived tables;
-- `rewind_group`: once every member of a consumer group is gone, move its committed offsets
+- `wait_all_stored`: wait for every acknowledged id, failing early (naming the missing ids)
+  once the group has committed the end of the topic without them;
+- `group_lag`, `rewind_group`: once every member of a consumer group is gone, move its committed offsets
   back, so that the next workers replay records that are already stored (what a crash
   between an insert and its commit leaves, on the scale of the whole topic);
 - `iso`, `anon_id`.
@@ -24,7 +28,6 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
-
 from confluent_kafka import Consumer, ConsumerGroupState, ConsumerGroupTopicPartitions, TopicPartition
 
 from admin_support import time_ms
@@ -99,6 +102,19 @@ def view_event(
     return ev
 
 
+def retry_unavailable(call, timeout: float = CONVERGE_S) -> requests.Response:
+    """`call()` until it answers something else than 503 (Kafka or ClickHouse unavailable:
+    nothing acknowledged, retry later; other suites may stop them for a while), honouring
+    Retry-After (at most 5 s a time), for at most `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        resp = call()
+        if resp.status_code != 503 or time.monotonic() >= deadline:
+            return resp
+        wait = resp.headers.get("Retry-After", "1")
+        time.sleep(min(5.0, float(wait) if wait.isdigit() else 1.0))
+
+
 def context(
     gateway: Proc,
     events: list | None = None,
@@ -112,7 +128,7 @@ def context(
     if session_id is not None:
         path = f"{path}?{urlencode({'sessionId': session_id})}"
     payload = body if body is not None else {"events": events or []}
-    return post(gateway, payload, path=path, **kw)
+    return retry_unavailable(lambda: post(gateway, payload, path=path, **kw))
 
 
 def context_ok(gateway: Proc, events: list | None = None, *, session_id: str | None = None, **kw) -> dict:
@@ -201,6 +217,14 @@ def wait_all_stored(names, store: Store, ids: set[str], timeout: float) -> None:
     db = store.db
 
     def done() -> bool:
+        try:
+            return check()
+        except LostEvents:
+            raise
+        except Exception:  # noqa: BLE001 - Kafka or ClickHouse briefly away: not yet
+            return False
+
+    def check() -> bool:
         n = int(ch_scalar(f"SELECT count() FROM {db}.events"))
         done.n = n  # type: ignore[attr-defined]
         if n >= len(ids):

@@ -3,7 +3,8 @@
 - an anonymous session that identifies merges into the named profile: exact counts, times and
   latest properties, read by /context, by the admin API under either id, in ClickHouse;
 - 4 workers in one group, 50,000 events over 500 profiles, kill -9 of random workers: every
-  profile's event count and latest property are exact;
+  profile's event count and latest property are exact; again after the whole topic is
+  replayed to new workers (every record already stored);
 - out-of-order event times: the latest event time wins whatever the arrival order;
 - ties on event time are broken by event id, the same whichever arrives first;
 - /context for an unknown session answers a fresh anonymous profile; /context with events
@@ -30,7 +31,6 @@ from e2e_support import (
     post,
     sql_str,
     wait_group_caught_up,
-    wait_until,
 )
 from profile_support import (
     CONVERGE_S,
@@ -39,6 +39,7 @@ from profile_support import (
     context,
     context_ok,
     profile_bootstrap,
+    retry_unavailable,
     rewind_group,
     settle,
     view_event,
@@ -51,14 +52,14 @@ def now_ms() -> int:
 
 
 def smile_ok(gateway, events: list) -> None:
-    resp = post(gateway, {"events": events})
+    resp = retry_unavailable(lambda: post(gateway, {"events": events}))
     assert resp.status_code == 200, f"/smile: {resp.status_code} {resp.text[:500]}"
     body = resp.json()
     assert body.get("accepted") == len(events) and not body.get("errors"), body
 
 
 def admin_profile(admin: Admin, profile_id: str) -> dict:
-    resp = admin.get(f"/v1/profiles/{seg(profile_id)}")
+    resp = retry_unavailable(lambda: admin.get(f"/v1/profiles/{seg(profile_id)}"))
     assert resp.status_code == 200, f"GET /v1/profiles/{profile_id}: {resp.status_code} {resp.text[:500]}"
     return resp.json()
 
@@ -249,6 +250,7 @@ def test_four_workers_with_kill_9_keep_every_profile_exact(names, start_gateway,
     lock = threading.Lock()
     acked: set[str] = set()
     failures: list[str] = []
+    retries: list[str] = []
     next_batch = [0]
     stream_done = threading.Event()
     stop = threading.Event()
@@ -263,12 +265,21 @@ def test_four_workers_with_kill_9_keep_every_profile_exact(names, start_gateway,
             if n >= len(batches):
                 break
             batch = batches[n]
-            try:
-                resp = post(gateway, {"events": batch}, session=session, timeout=60)
-                ok = resp.status_code == 200 and resp.json().get("accepted") == len(batch)
-                detail = f"{resp.status_code} {resp.text[:200]}"
-            except requests.RequestException as exc:
-                ok, detail = False, f"{type(exc).__name__}: {exc}"
+            # 503 (nothing acknowledged) or no answer: retry the same events, as a client
+            # should (other suites may stop Kafka for a while); itemIds make it idempotent.
+            while True:
+                try:
+                    resp = post(gateway, {"events": batch}, session=session, timeout=60)
+                    ok = resp.status_code == 200 and resp.json().get("accepted") == len(batch)
+                    detail = f"{resp.status_code} {resp.text[:200]}"
+                    again = resp.status_code == 503
+                except requests.RequestException as exc:
+                    ok, detail, again = False, f"{type(exc).__name__}: {exc}", True
+                if not again or stop.is_set() or time.monotonic() >= deadline:
+                    break
+                with lock:
+                    retries.append(f"request {n}: {detail[:120]}")
+                stop.wait(1.0)
             with lock:
                 if ok:
                     acked.update(e["itemId"] for e in batch)
@@ -290,7 +301,8 @@ def test_four_workers_with_kill_9_keep_every_profile_exact(names, start_gateway,
                 victim = workers[slot]
                 victim.kill9()
                 kills.append((victim.name, not stream_done.is_set()))
-                workers[slot] = start_worker(wait="ready", **WORKER_ENV)
+                workers[slot] = start_worker(wait=None, **WORKER_ENV)
+                workers[slot].wait_ready(timeout=CONVERGE_S)
                 if stop.wait(chaos_rng.uniform(2.0, 4.0)):
                     return
         except BaseException as exc:  # noqa: BLE001 - re-raised by the test thread
@@ -314,7 +326,7 @@ def test_four_workers_with_kill_9_keep_every_profile_exact(names, start_gateway,
         stop.set()
     if chaos_errors:
         raise chaos_errors[0]
-    print(f"sent in {sent_s:.0f}s; kills (worker, during traffic): {kills}")
+    print(f"sent in {sent_s:.0f}s; kills (worker, during traffic): {kills}; {len(retries)} retries {retries[:3]}")
     assert not failures, f"{len(failures)} requests failed: {failures[:5]}"
     assert len(acked) == EVENTS, f"{len(acked)} of {EVENTS} events acknowledged"
     assert len(kills) == KILLS, kills
@@ -335,7 +347,9 @@ def test_four_workers_with_kill_9_keep_every_profile_exact(names, start_gateway,
     for w in workers:
         w.kill9()
     rewind_group(names.group, names.topic, 0)
-    replayers = [start_worker(wait="ready", **WORKER_ENV) for _ in range(2)]
+    replayers = [start_worker(wait=None, **WORKER_ENV) for _ in range(2)]
+    for w in replayers:
+        w.wait_ready(timeout=CONVERGE_S)
     wait_group_caught_up(names.group, names.topic, timeout=CONVERGE_S)
     _check_every_profile(names, store, gateway, acked, expected, seed + 3)
     skipped = sum(w.metric("powehi_worker_records_skipped_total") or 0 for w in replayers)

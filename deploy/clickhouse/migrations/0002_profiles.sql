@@ -10,28 +10,27 @@
 
 -- An anonymous session profile merged into the profile its session identified
 -- as (an event naming profileId in that session). The latest identification
--- by event time wins.
+-- by event time wins, ties broken by event id: read with argMaxMerge(target).
+-- (Not named profile_id: an aggregate aliased like the column WHERE reads is
+-- refused.)
 CREATE TABLE IF NOT EXISTS {database}.profile_aliases
 (
-    alias_id     String,
-    profile_id   String,
-    merged_at_ms UInt64,
-    event_id     String
+    alias_id String,
+    target   AggregateFunction(argMax, String, Tuple(UInt64, String))
 )
-ENGINE = ReplacingMergeTree(merged_at_ms)
+ENGINE = AggregatingMergeTree()
 ORDER BY alias_id;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS {database}.profile_aliases_mv TO {database}.profile_aliases AS
 SELECT
     concat('anon:', scope, ':', session_id) AS alias_id,
-    profile_id,
-    event_time_ms AS merged_at_ms,
-    event_id
+    argMaxState(profile_id, (event_time_ms, event_id)) AS target
 FROM {database}.events
-WHERE profile_id != concat('anon:', scope, ':', session_id);
+WHERE profile_id != concat('anon:', scope, ':', session_id)
+GROUP BY alias_id;
 
 -- The same pairs ordered by the surviving profile, to find what merged into
--- one quickly (checked against profile_aliases FINAL: an alias can move).
+-- one quickly (checked against profile_aliases: an alias can move).
 CREATE TABLE IF NOT EXISTS {database}.profile_members
 (
     profile_id String,
