@@ -83,10 +83,10 @@ pub fn consumer(
     let context = WorkerContext {
         rebalances: Mutex::new(sender),
         metrics,
-        topic: config.raw_topic.clone(),
+        topic: config.kafka.raw_topic.clone(),
     };
     let consumer: StreamConsumer<WorkerContext> = ClientConfig::new()
-        .set("bootstrap.servers", &config.kafka_brokers)
+        .set("bootstrap.servers", &config.kafka.brokers)
         .set("group.id", &config.consumer_group)
         .set("client.id", "powehi-event-worker")
         // Offsets move only when the pipeline commits after a successful insert.

@@ -68,7 +68,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     };
     tokio::select! {
-        _ = migrated => tracing::info!(database = %config.clickhouse_database, "clickhouse migrations applied"),
+        _ = migrated => tracing::info!(database = %config.clickhouse.database, "clickhouse migrations applied"),
         _ = &mut shutdown => {
             server.stop(true).await;
             return Ok(());
@@ -76,8 +76,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
 
     let follower = Arc::new(ConfigFollower::new(
-        &config.kafka_brokers,
-        &config.config_topic,
+        &config.kafka.brokers,
+        &config.kafka.config_topic,
     ));
     let config_metrics = metrics.clone();
     tokio::spawn(follower.clone().follow(
@@ -106,10 +106,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let (consumer, rebalances) =
         kafka::consumer(&config, metrics.clone()).context("creating the kafka consumer")?;
     consumer
-        .subscribe(&[&config.raw_topic])
+        .subscribe(&[&config.kafka.raw_topic])
         .context("subscribing to the raw topic")?;
     health.started.store(true, Ordering::Relaxed);
-    tracing::info!(topic = %config.raw_topic, group = %config.consumer_group, "consuming");
+    tracing::info!(topic = %config.kafka.raw_topic, group = %config.consumer_group, "consuming");
 
     let limits = Limits {
         max_rows: config.batch_max_rows,
@@ -120,7 +120,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         consumer,
         rebalances,
         store,
-        config.raw_topic.clone(),
+        config.kafka.raw_topic.clone(),
         limits,
         metrics,
         follower,

@@ -47,14 +47,14 @@ impl Store {
     pub fn new(config: &Config) -> Self {
         // Validation off: ClickHouse 18.16 lacks RowBinaryWithNamesAndTypes.
         let admin = Client::default()
-            .with_url(&config.clickhouse_url)
-            .with_user(&config.clickhouse_user)
-            .with_password(&config.clickhouse_password)
+            .with_url(&config.clickhouse.url)
+            .with_user(&config.clickhouse.user)
+            .with_password(&config.clickhouse.password)
             .with_validation(false);
         Self {
-            client: admin.clone().with_database(&config.clickhouse_database),
+            client: admin.clone().with_database(&config.clickhouse.database),
             admin,
-            database: config.clickhouse_database.clone(),
+            database: config.clickhouse.database.clone(),
         }
     }
 

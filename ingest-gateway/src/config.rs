@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use proto::cli::{ClickHouseArgs, KafkaArgs, LogArgs};
 
 /// Largest event the gateway lets through: Kafka refuses records over its
 /// `message.max.bytes` (1 MB by default), and the envelope adds a little.
@@ -38,44 +39,16 @@ pub struct Config {
     #[arg(long, env = "POWEHI_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
 
-    /// Kafka bootstrap servers, comma separated.
-    #[arg(long, env = "POWEHI_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub kafka_brokers: String,
-
-    /// Topic the gateway writes one record per event to.
-    #[arg(long, env = "POWEHI_RAW_TOPIC", default_value = proto::topics::RAW_EVENTS)]
-    pub raw_topic: String,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
 
     /// Partitions of the raw topic when the gateway has to create it.
     #[arg(long, env = "POWEHI_RAW_TOPIC_PARTITIONS", default_value_t = 12)]
     pub raw_topic_partitions: i32,
 
-    /// Compacted topic holding data sources and event schemas (created if missing).
-    #[arg(long, env = "POWEHI_CONFIG_TOPIC", default_value = proto::topics::CONFIG)]
-    pub config_topic: String,
-
-    /// ClickHouse HTTP interface, for event-log reads.
-    #[arg(
-        long,
-        env = "POWEHI_CLICKHOUSE_URL",
-        default_value = "http://127.0.0.1:8123"
-    )]
-    pub clickhouse_url: String,
-
-    /// ClickHouse database the workers write to.
-    #[arg(long, env = "POWEHI_CLICKHOUSE_DATABASE", default_value = "powehi")]
-    pub clickhouse_database: String,
-
-    #[arg(long, env = "POWEHI_CLICKHOUSE_USER", default_value = "default")]
-    pub clickhouse_user: String,
-
-    #[arg(
-        long,
-        env = "POWEHI_CLICKHOUSE_PASSWORD",
-        default_value = "",
-        hide_env_values = true
-    )]
-    pub clickhouse_password: String,
+    /// ClickHouse, for event-log and profile reads.
+    #[command(flatten)]
+    pub clickhouse: ClickHouseArgs,
 
     /// JSON file of data sources and event schemas upserted into the config log
     /// at start (config as code).
@@ -107,14 +80,14 @@ pub struct Config {
     #[arg(long, env = "POWEHI_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
 
-    /// Log filter, e.g. `info` or `ingest_gateway=debug,info`.
-    #[arg(long, env = "POWEHI_LOG", default_value = "info")]
-    pub log: String,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 impl Config {
     /// Checks what clap cannot: limits that fit together and a usable prefix.
     pub fn validate(&self) -> Result<(), String> {
+        self.clickhouse.validate()?;
         if self.max_event_bytes > MAX_EVENT_BYTES_CEILING {
             return Err(format!(
                 "POWEHI_MAX_EVENT_BYTES={} is above {MAX_EVENT_BYTES_CEILING}: Kafka would refuse such records",

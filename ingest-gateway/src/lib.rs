@@ -77,15 +77,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let metrics = Arc::new(Metrics::new()?);
     let sink = KafkaSink::new(&config, metrics.clone()).context("creating the kafka producer")?;
     let config_log = Arc::new(
-        ConfigLog::new(&config.kafka_brokers, &config.config_topic)
+        ConfigLog::new(&config.kafka.brokers, &config.kafka.config_topic)
             .context("creating the config log client")?,
     );
     // Validation off: ClickHouse 18.16 lacks RowBinaryWithNamesAndTypes.
     let event_log = clickhouse::Client::default()
-        .with_url(&config.clickhouse_url)
-        .with_user(&config.clickhouse_user)
-        .with_password(&config.clickhouse_password)
-        .with_database(&config.clickhouse_database)
+        .with_url(&config.clickhouse.url)
+        .with_user(&config.clickhouse.user)
+        .with_password(&config.clickhouse.password)
+        .with_database(&config.clickhouse.database)
         .with_validation(false);
     let state = web::Data::new(AppState {
         registry: Registry::default(),

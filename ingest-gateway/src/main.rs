@@ -5,11 +5,7 @@ use tokio::signal::unix::{signal, SignalKind};
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    config.log.init();
     config
         .validate()
         .map_err(|problem| anyhow::anyhow!("invalid configuration: {problem}"))?;

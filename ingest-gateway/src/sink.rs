@@ -45,7 +45,7 @@ impl KafkaSink {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, KafkaError> {
         let mut client_config = ClientConfig::new();
         client_config
-            .set("bootstrap.servers", &config.kafka_brokers)
+            .set("bootstrap.servers", &config.kafka.brokers)
             .set("client.id", "powehi-ingest-gateway")
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -63,7 +63,7 @@ impl KafkaSink {
         Ok(Self {
             producer: RwLock::new(Arc::new(producer)),
             client_config,
-            topic: config.raw_topic.clone(),
+            topic: config.kafka.raw_topic.clone(),
             metrics,
         })
     }

@@ -3,6 +3,7 @@
 //! exactly alike.
 //!
 //! Layout:
+//! - `cli` (feature `cli`): the flags both processes share.
 //! - [`topics`]: Kafka topic names and the envelope format version.
 //! - [`event`]: the public event shape of the Events Tracking API and the envelope
 //!   checks both the gateway (to refuse) and the worker (to build rows) apply.
@@ -13,6 +14,8 @@
 //! - `follower` (feature `kafka`): replays and follows `powehi.config`.
 //! - [`time`]: ISO 8601 parsing with the range ClickHouse `DateTime` can hold.
 
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod config;
 pub mod envelope;
 pub mod event;
