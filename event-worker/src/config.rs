@@ -55,6 +55,15 @@ pub struct Config {
     #[arg(long, env = "POWEHI_BATCH_MAX_AGE_MS", default_value_t = 500)]
     pub batch_max_age_ms: u64,
 
+    /// A repeat of an accepted event's itemId (same data source) received
+    /// within this many seconds of the first is dropped; 0 turns it off.
+    #[arg(long, env = "POWEHI_DEDUP_WINDOW_SECS", default_value_t = 600)]
+    pub dedup_window_secs: u64,
+
+    /// Most itemIds remembered per partition for that (the oldest go first).
+    #[arg(long, env = "POWEHI_DEDUP_MAX_ITEMS", default_value_t = 200_000)]
+    pub dedup_max_items: usize,
+
     #[command(flatten)]
     pub log: LogArgs,
 }

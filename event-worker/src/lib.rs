@@ -7,12 +7,14 @@
 //! - [`rows`]: a record becomes an `events` or `rejected_events` row.
 //! - [`batch`]: rows and offsets waiting for the next insert.
 //! - [`replay`]: why a record is never written twice.
+//! - [`dedup`]: producer retries (same itemId) dropped within a window.
 //! - [`profiles`]: why profiles stay right with many workers and under replay.
 //! - [`store`]: ClickHouse migrations, inserts and stored offsets.
 //! - [`http`], [`metrics`]: probes and Prometheus.
 
 pub mod batch;
 pub mod config;
+pub mod dedup;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
@@ -35,6 +37,7 @@ use tokio::sync::watch;
 pub use config::Config;
 
 use crate::batch::Limits;
+use crate::dedup::RecentItems;
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
@@ -124,6 +127,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         limits,
         metrics,
         follower,
+        RecentItems::new(config.dedup_window_secs * 1000, config.dedup_max_items),
         health.sink_ok.clone(),
         stopping,
     );

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub config_records: IntCounterVec,
     /// Profile changes by kind (`created`, `updated`, `merged`).
     pub profiles: IntCounterVec,
+    /// Producer retries dropped (same itemId within the dedup window).
+    pub duplicates: IntCounter,
 }
 
 impl Metrics {
@@ -122,6 +124,10 @@ impl Metrics {
                 ),
                 &["kind"],
             )?,
+            duplicates: IntCounter::new(
+                "powehi_worker_duplicates_total",
+                "Producer retries dropped: an accepted event's itemId seen within the dedup window",
+            )?,
             registry: Registry::new(),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -140,6 +146,7 @@ impl Metrics {
             Box::new(metrics.rejections.clone()),
             Box::new(metrics.config_records.clone()),
             Box::new(metrics.profiles.clone()),
+            Box::new(metrics.duplicates.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector)?;

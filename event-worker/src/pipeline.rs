@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use proto::follower::ConfigFollower;
 
 use crate::batch::{Batch, Limits};
+use crate::dedup::RecentItems;
 use crate::kafka::{RebalanceEvent, WorkerContext};
 use crate::metrics::Metrics;
 use crate::profiles::ProfileCounter;
@@ -52,6 +53,8 @@ pub struct Pipeline {
     assignment: BTreeSet<i32>,
     /// Per owned partition, the offsets already stored (absent: not asked yet).
     stored: HashMap<i32, StoredOffsets>,
+    /// Producer retries to drop (see [`crate::dedup`]).
+    recent: RecentItems,
     /// Records received while waiting for ClickHouse, handled before new ones.
     held: VecDeque<OwnedMessage>,
     paused: bool,
@@ -73,6 +76,7 @@ impl Pipeline {
         limits: Limits,
         metrics: Arc<Metrics>,
         config: Arc<ConfigFollower>,
+        recent: RecentItems,
         healthy_sink: Arc<AtomicBool>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
@@ -88,6 +92,7 @@ impl Pipeline {
             batch: Batch::default(),
             assignment: BTreeSet::new(),
             stored: HashMap::new(),
+            recent,
             held: VecDeque::new(),
             paused: false,
             healthy_sink,
@@ -192,8 +197,37 @@ impl Pipeline {
             self.batch.mark_handled(position);
             return Ok(());
         }
+        if self.recent.enabled() && !self.recent.is_loaded(position.partition) {
+            let partition = position.partition;
+            let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+            let since_ms = now_ms.saturating_sub(self.recent.window_ms());
+            let items = self
+                .with_clickhouse(
+                    |store| async move { store.recent_items(partition, since_ms).await },
+                )
+                .await?;
+            if !self.assignment.contains(&partition) {
+                return Ok(()); // revoked while asking
+            }
+            self.recent.load(partition, items);
+        }
         let payload = message.payload().unwrap_or_default();
         let decoded = decode(payload, position, &self.config.snapshot());
+        if let Decoded::Accepted(row) = &decoded {
+            let repeat = self.recent.enabled()
+                && !row.item_id.is_empty()
+                && self.recent.is_repeat(
+                    position.partition,
+                    &row.scope,
+                    &row.item_id,
+                    row.received_at_ms,
+                );
+            if repeat {
+                self.metrics.duplicates.inc();
+                self.batch.mark_handled(position);
+                return Ok(());
+            }
+        }
         self.count(&decoded, position);
         self.batch.push(decoded, position, payload.len());
         Ok(())
@@ -391,6 +425,7 @@ impl Pipeline {
                     for partition in &partitions {
                         self.assignment.remove(partition);
                         self.stored.remove(partition);
+                        self.recent.forget(*partition);
                     }
                 }
                 RebalanceEvent::Assigned(partitions) => {
@@ -398,6 +433,7 @@ impl Pipeline {
                     for partition in &partitions {
                         self.assignment.insert(*partition);
                         self.stored.remove(partition);
+                        self.recent.forget(*partition);
                     }
                     if self.paused {
                         self.pause(&partitions);

@@ -18,6 +18,8 @@ const POISON_EXCERPT_BYTES: usize = 64 * 1024;
 #[derive(Debug, Clone, Row, Serialize)]
 pub struct EventRow {
     pub event_id: String,
+    /// The producer's idempotency key, empty when it sent none.
+    pub item_id: String,
     pub scope: String,
     pub event_type: String,
     pub session_id: String,
@@ -119,6 +121,7 @@ fn event_row(
     let (target_id, target_type) = item_columns(fields.target.as_ref());
     EventRow {
         event_id: envelope.id.to_string(),
+        item_id: fields.item_id.as_deref().unwrap_or("").to_string(),
         scope: envelope.scope.to_string(),
         event_type: fields.event_type.to_string(),
         session_id: fields.session_id.to_string(),

@@ -121,6 +121,25 @@ impl Store {
         Ok(offsets)
     }
 
+    /// `(scope, item_id, received_at_ms)` of accepted events of `partition`
+    /// received since `since_ms` that carried an itemId (the dedup window).
+    pub async fn recent_items(
+        &self,
+        partition: i32,
+        since_ms: u64,
+    ) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let query = "SELECT scope, item_id, received_at_ms FROM events \
+                     WHERE kafka_partition = ? AND received_at_ms >= ? AND item_id != ''";
+        bounded(
+            self.client
+                .query(query)
+                .bind(partition.max(0) as u32)
+                .bind(since_ms)
+                .fetch_all::<(String, String, u64)>(),
+        )
+        .await
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         bounded(self.client.query("SELECT 1").execute()).await
     }

@@ -10,6 +10,8 @@
 CREATE TABLE IF NOT EXISTS {database}.events
 (
     event_id        String,
+    -- The producer's itemId ('' when it sent none); event_id equals it then.
+    item_id         String,
     scope           String,
     event_type      String,
     session_id      String,
