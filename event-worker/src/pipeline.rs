@@ -168,48 +168,17 @@ impl Pipeline {
             return Ok(()); // revoked while the record waited
         }
         self.metrics.records_consumed.inc();
-        if !self.stored.contains_key(&position.partition) {
-            let Position { partition, offset } = position;
-            let offsets = self
-                .with_clickhouse(
-                    |store| async move { store.stored_offsets(partition, offset).await },
-                )
-                .await?;
-            if !offsets.is_empty() {
-                tracing::info!(
-                    partition = position.partition,
-                    count = offsets.len(),
-                    "records already stored will be skipped"
-                );
-            }
-            if !self.assignment.contains(&position.partition) {
-                return Ok(()); // revoked while asking
-            }
-            self.stored
-                .insert(position.partition, StoredOffsets::new(offsets));
+        if !self.takeover(position).await? {
+            return Ok(()); // revoked while loading
         }
-        if self
+        let already_stored = self
             .stored
             .get_mut(&position.partition)
-            .is_some_and(|s| s.contains(position.offset))
-        {
+            .is_some_and(|s| s.contains(position.offset));
+        if already_stored {
             self.metrics.records_skipped.inc();
             self.batch.mark_handled(position);
             return Ok(());
-        }
-        if self.recent.enabled() && !self.recent.is_loaded(position.partition) {
-            let partition = position.partition;
-            let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-            let since_ms = now_ms.saturating_sub(self.recent.window_ms());
-            let items = self
-                .with_clickhouse(
-                    |store| async move { store.recent_items(partition, since_ms).await },
-                )
-                .await?;
-            if !self.assignment.contains(&partition) {
-                return Ok(()); // revoked while asking
-            }
-            self.recent.load(partition, items);
         }
         let payload = message.payload().unwrap_or_default();
         let decoded = decode(payload, position, &self.config.snapshot());
@@ -231,6 +200,46 @@ impl Pipeline {
         self.count(&decoded, position);
         self.batch.push(decoded, position, payload.len());
         Ok(())
+    }
+
+    /// On the first record of a partition since it was assigned, loads what
+    /// ClickHouse already holds of it: the offsets stored past the committed one
+    /// (see [`crate::replay`]) and the recent itemIds (see [`crate::dedup`]).
+    /// `false` when the partition was revoked meanwhile.
+    async fn takeover(&mut self, position: Position) -> Result<bool, ShuttingDown> {
+        let Position { partition, offset } = position;
+        if !self.stored.contains_key(&partition) {
+            let offsets = self
+                .with_clickhouse(
+                    |store| async move { store.stored_offsets(partition, offset).await },
+                )
+                .await?;
+            if !offsets.is_empty() {
+                tracing::info!(
+                    partition,
+                    count = offsets.len(),
+                    "records already stored will be skipped"
+                );
+            }
+            if !self.assignment.contains(&partition) {
+                return Ok(false);
+            }
+            self.stored.insert(partition, StoredOffsets::new(offsets));
+        }
+        if self.recent.enabled() && !self.recent.is_loaded(partition) {
+            let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+            let since_ms = now_ms.saturating_sub(self.recent.window_ms());
+            let items = self
+                .with_clickhouse(
+                    |store| async move { store.recent_items(partition, since_ms).await },
+                )
+                .await?;
+            if !self.assignment.contains(&partition) {
+                return Ok(false);
+            }
+            self.recent.load(partition, items);
+        }
+        Ok(true)
     }
 
     fn count(&mut self, decoded: &Decoded, position: Position) {
