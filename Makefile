@@ -1,6 +1,7 @@
 # Powehi — the two commands of the README, and their parts.
 #   make run    start Kafka and ClickHouse if absent, then one gateway and one worker
 #   make test   the whole suite: unit tests, then end-to-end tests on the real services
+#   make bench  the full benchmark on this machine, written to BENCHMARKS.md (minutes)
 #
 # Builds and downloads live outside the checkout, in POWEHI_CACHE, so every
 # checkout (and CI) reuses them.
@@ -12,7 +13,7 @@ export POWEHI_CACHE CARGO_TARGET_DIR
 PYTHON := $(POWEHI_CACHE)/venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: build run test unit e2e infra-up infra-down python-env
+.PHONY: build run test unit e2e infra-up infra-down python-env bench
 
 build:
 	cargo build --release --locked --bins
@@ -36,3 +37,6 @@ e2e: infra-up build python-env
 	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
 
 test: unit e2e
+
+bench: infra-up build
+	bench/run.sh

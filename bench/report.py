@@ -1,0 +1,231 @@
+"""Writes BENCHMARKS.md from the JSON lines bench/run.sh collected.
+
+Usage (by bench/run.sh): report.py WORK_DIR OUT MODE KAFKA CLICKHOUSE RUSTC KERNEL NPROC MEMORY CPU COMMIT
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+(work, out, mode, kafka_version, ch_version, rustc, kernel, nproc, memory, cpu, commit) = sys.argv[1:12]
+WORK = Path(work)
+SMOKE = mode == "smoke"
+
+
+def load(name: str) -> dict:
+    return json.loads((WORK / f"{name}.json").read_text().strip().splitlines()[-1])
+
+
+def num(x: float, digits: int = 0) -> str:
+    return f"{x:,.{digits}f}"
+
+
+def ms(x: float) -> str:
+    return f"{x:.2f}"
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else 0.0
+
+
+def pct(r: float) -> str:
+    return f"{100 * r:.0f}%"
+
+
+def mib(kb: float) -> str:
+    return f"{kb / 1024:.1f}"
+
+
+baseline = {b: load(f"baseline_b{b}") for b in (1, 10, 100)}
+gateway = {b: load(f"gateway_b{b}") for b in (1, 10, 100)}
+open_loop = {p: load(f"gateway_open{p}") for p in (50, 80)}
+kafka, clickhouse, preload = load("kafka"), load("clickhouse"), load("preload")
+workers = {n: load(f"worker{n}") for n in (1, 2)}
+fresh = load("freshness")
+gw_rss, fresh_rss = load("gateway_rss"), load("fresh_rss")
+commands = (WORK / "commands.txt").read_text().strip()
+
+lines: list[str] = ["# Powehi benchmarks", ""]
+if SMOKE:
+    lines += [
+        "> **Smoke run: these are not the real figures.** Every measurement ran, but at a",
+        "> tiny volume (a few hundred events, about a second each) on a machine that was busy",
+        "> with other work, only to prove the harness works. The real report comes from",
+        "> `make bench` (that is `bench/run.sh`, the full sizes of issue 5) on a quiet machine.",
+        "",
+    ]
+else:
+    lines += [
+        "Produced by `make bench` (`bench/run.sh`): every number below comes from that one",
+        "command, run on the machine described here, baselines included.",
+        "",
+    ]
+connections = gateway[1]["connections"]
+lines += [
+    f"Run {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, commit `{commit}`, mode `{mode}`.",
+    "",
+    "## Machine",
+    "",
+    "| | |",
+    "|---|---|",
+    f"| cores (`nproc`) | {nproc} |",
+    f"| CPU | {cpu} |",
+    f"| memory | {memory} |",
+    f"| kernel | {kernel} |",
+    f"| Kafka | {kafka_version} (single KRaft broker, `deploy/local/kafka.sh`) |",
+    f"| ClickHouse | {ch_version} (`deploy/local/clickhouse.sh`) |",
+    f"| rustc | {rustc} |",
+    "",
+    "The load generator (`powehi-loadgen`), the processes measured, Kafka and ClickHouse all",
+    "share this machine.",
+    "",
+    "## Results",
+    "",
+    f"### Gateway vs a trivial HTTP handler (closed loop, {connections} connections, acks=all)",
+    "",
+    "| batch | trivial handler req/s | gateway req/s | gateway events/s | gateway p50 / p99 ms | gateway / trivial |",
+    "|---:|---:|---:|---:|---:|---:|",
+]
+for b in (1, 10, 100):
+    g, t = gateway[b], baseline[b]
+    lines.append(
+        f"| {b} | {num(t['requests_per_s'])} | {num(g['requests_per_s'])} | {num(g['events_per_s'])} "
+        f"| {ms(g['latency_ms']['p50'])} / {ms(g['latency_ms']['p99'])} "
+        f"| {pct(ratio(g['requests_per_s'], t['requests_per_s']))} |"
+    )
+statuses = {b: gateway[b]["status"] for b in (1, 10, 100)}
+lines += ["", f"Gateway answers by status: {json.dumps(statuses)}.", ""]
+
+lines += [
+    "### Gateway latency at a fixed rate (open loop, batch 1, coordinated-omission safe)",
+    "",
+    "Latency counts from each request's scheduled send time; `send lag` is how late the",
+    "load generator itself sent (timer resolution), included in the latency.",
+    "",
+    "| load | target req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms | send lag p99 ms |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|",
+]
+for p in (50, 80):
+    o = open_loop[p]
+    lat = o["latency_ms"]
+    lines.append(
+        f"| {p}% of max | {num(o['target_rate'])} | {num(o['requests_per_s'])} | {ms(lat['p50'])} "
+        f"| {ms(lat['p99'])} | {ms(lat['p999'])} | {ms(lat['max'])} | {ms(o['send_lag_ms']['p99'])} |"
+    )
+
+kafka_ratio = ratio(gateway[100]["events_per_s"], kafka["events_per_s"])
+lines += [
+    "",
+    "### Gateway vs raw librdkafka (same records, same broker)",
+    "",
+    "| producer | events/s | MB/s | share of raw |",
+    "|---|---:|---:|---:|",
+    f"| raw librdkafka (acks=all, idempotent, lz4, linger 2 ms) | {num(kafka['events_per_s'])} | {kafka['mb_per_s']:.1f} | 100% |",
+    f"| gateway, 100-event batches over HTTP | {num(gateway[100]['events_per_s'])} | | {pct(kafka_ratio)} |",
+    "",
+    f"Raw producer: {kafka['acked']:,} records of {kafka['mean_record_bytes']} bytes on average "
+    f"(the gateway's envelopes), {kafka['failed']} failed.",
+    "",
+]
+
+ch_rate = clickhouse["rows_per_s"]
+lines += [
+    "### Worker vs raw ClickHouse insert (same rows)",
+    "",
+    f"The worker reads {preload['records']:,} preloaded records (validation on) into a fresh",
+    "database; raw insert: RowBinary over HTTP (LZ4) of the worker's rows into a table made",
+    f"with the same migration, {clickhouse['batch']:,} rows per INSERT.",
+    "",
+    "| writer | events/s | share of raw | stored (accepted / rejected) | seconds from ready |",
+    "|---|---:|---:|---:|---:|",
+    f"| raw ClickHouse insert | {num(ch_rate)} | 100% | {clickhouse['stored']:,} | {clickhouse['elapsed_s']:.2f} |",
+]
+for n in (1, 2):
+    w = workers[n]
+    lines.append(
+        f"| {n} worker{'s' if n > 1 else ''} | {num(w['events_per_s'])} | {pct(ratio(w['events_per_s'], ch_rate))} "
+        f"| {w['accepted']:,} / {w['rejected']:,} | {w['seconds_from_ready']:.2f} |"
+    )
+lines += [
+    "",
+    "Worker events/s is measured from the first rows visible to the last; in runs too small",
+    "for that (everything lands in one batch) it is measured from the workers being ready,",
+    "which includes joining the consumer group.",
+    "",
+]
+
+fl, ack = fresh["freshness_ms"], fresh["ack_latency_ms"]
+lines += [
+    "### Freshness: HTTP ack to visible in `event_log`",
+    "",
+    f"One gateway and one worker; single-event requests at a fixed rate; `event_log` polled every {fresh['poll_ms']} ms",
+    "(visibility is counted at the start of the first poll that shows the event, so the figures",
+    "over-state freshness by at most one poll interval).",
+    "",
+    "| rate req/s | acked | visible | missing | p50 ms | p99 ms | max ms | gateway ack p99 ms |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    f"| {num(fresh['rate'])} | {fresh['acked']:,} | {fresh['visible']:,} | {fresh['missing']} | {ms(fl['p50'])} "
+    f"| {ms(fl['p99'])} | {ms(fl['max'])} | {ms(ack['p99'])} |",
+    "",
+    "### Peak memory (VmHWM)",
+    "",
+    "| process | during | peak RSS MiB |",
+    "|---|---|---:|",
+    f"| gateway | max load, batches of 1, 10, 100 and the open-loop runs | {mib(gw_rss['gateway_peak_rss_kb'])} |",
+    f"| worker (1 of 1) | draining the preloaded topic | {mib(workers[1]['peak_rss_kb'])} |",
+    f"| worker (largest of 2) | draining the preloaded topic | {mib(workers[2]['peak_rss_kb'])} |",
+    f"| gateway | freshness run | {mib(fresh_rss['gateway_peak_rss_kb'])} |",
+    f"| worker | freshness run | {mib(fresh_rss['worker_peak_rss_kb'])} |",
+    "",
+]
+
+half = open_loop[50]
+targets = [
+    ("gateway single-event req/s vs trivial handler", pct(ratio(gateway[1]["requests_per_s"], baseline[1]["requests_per_s"])), "≥ 50%",
+     ratio(gateway[1]["requests_per_s"], baseline[1]["requests_per_s"]) >= 0.5),
+    ("gateway events/s (batch 100) vs raw librdkafka", pct(kafka_ratio), "≥ 60%", kafka_ratio >= 0.6),
+    ("worker events/s (1 worker) vs raw ClickHouse rows/s", pct(ratio(workers[1]["events_per_s"], ch_rate)), "≥ 35%",
+     ratio(workers[1]["events_per_s"], ch_rate) >= 0.35),
+    ("worker events/s (2 workers) vs raw ClickHouse rows/s", pct(ratio(workers[2]["events_per_s"], ch_rate)), "≥ 35%",
+     ratio(workers[2]["events_per_s"], ch_rate) >= 0.35),
+    ("freshness p99 at half of max load", f"{ms(fl['p99'])} ms", "≤ 2000 ms", fl["p99"] <= 2000),
+    ("gateway p99 ack latency at half of max load (open loop)", f"{ms(half['latency_ms']['p99'])} ms", "≤ 10 ms",
+     half["latency_ms"]["p99"] <= 10),
+    ("gateway p99 ack latency during the freshness run", f"{ms(ack['p99'])} ms", "≤ 10 ms", ack["p99"] <= 10),
+]
+lines += [
+    "## Targets (issue 5)",
+    "",
+    "| target | measured | goal | met |",
+    "|---|---:|---:|---|",
+]
+for name, measured, goal, met in targets:
+    verdict = "not judged (smoke)" if SMOKE else ("yes" if met else "**no**")
+    lines.append(f"| {name} | {measured} | {goal} | {verdict} |")
+
+lines += [
+    "",
+    "## Commands",
+    "",
+    f"`bench/run.sh{' --smoke' if SMOKE else ''}` ran, in this order (binaries from",
+    "`$CARGO_TARGET_DIR/release`, names with the run's random id):",
+    "",
+    "```sh",
+    commands,
+    "```",
+    "",
+    "The full report: `make bench` (Kafka and ClickHouse up, release build, then",
+    "`bench/run.sh`). Sizes can be changed with the `BENCH_*` variables at the top of",
+    "`bench/run.sh`.",
+    "",
+    "## Not measured yet",
+    "",
+    "- Memory bounded while Kafka or ClickHouse slows down (needs a run with a throttled",
+    "  dependency).",
+    "- Profiling (perf / callgrind) and before/after figures for the fixes it leads to.",
+    "",
+]
+Path(out).write_text("\n".join(lines))

@@ -1,0 +1,322 @@
+#!/usr/bin/env bash
+# The Powehi benchmark, in one go on one machine, against the local Kafka and
+# ClickHouse (deploy/local/up.sh): gateway, worker and end-to-end freshness,
+# each next to its baseline measured in the same run (trivial actix-web server,
+# raw librdkafka producer, raw ClickHouse RowBinary insert), written to
+# BENCHMARKS.md.
+#
+#   bench/run.sh                    full run (the sizes of issue 5; minutes)
+#   bench/run.sh --smoke --out F    every measurement at a tiny volume (seconds),
+#                                   to prove the harness works; not real figures
+#
+# It starts its own gateway and worker processes (release binaries of
+# $CARGO_TARGET_DIR) on free ports, with topics, databases and consumer groups of
+# its own, and removes all of them on exit. Sizes can be overridden with the
+# BENCH_* variables below.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=${CARGO_TARGET_DIR:-${POWEHI_CACHE:-/var/cache/powehi}/target}/release
+LOADGEN=$BIN/powehi-loadgen
+KAFKA=${POWEHI_KAFKA_BROKERS:-127.0.0.1:9092}
+CH=${POWEHI_CLICKHOUSE_URL:-http://127.0.0.1:8123}
+CH=${CH%/}
+export POWEHI_KAFKA_BROKERS=$KAFKA POWEHI_CLICKHOUSE_URL=$CH
+
+MODE=full
+OUT=$ROOT/BENCHMARKS.md
+while [ $# -gt 0 ]; do
+    case $1 in
+        --smoke) MODE=smoke ;;
+        --out) OUT=$2; shift ;;
+        --out=*) OUT=${1#--out=} ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        *) echo "bench/run.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+if [ "$MODE" = smoke ]; then
+    : "${BENCH_DURATION:=1}"          # seconds per HTTP / Kafka measurement
+    : "${BENCH_WARMUP:=0}"
+    : "${BENCH_REQUESTS:=20}"         # cap of requests per closed-loop HTTP run
+    : "${BENCH_CONNECTIONS:=4}"
+    : "${BENCH_KAFKA_RECORDS:=500}"   # raw producer: a count instead of a duration
+    : "${BENCH_CH_ROWS:=500}"
+    : "${BENCH_CH_BATCH:=250}"
+    : "${BENCH_PRELOAD:=500}"         # records preloaded for the worker
+    : "${BENCH_FRESH_RATE:=50}"
+    : "${BENCH_FRESH_DURATION:=2}"
+    : "${BENCH_MAX_OPEN_RATE:=100}"   # open-loop runs never go above this
+    : "${BENCH_WORKER_TIMEOUT:=60}"
+else
+    : "${BENCH_DURATION:=20}"
+    : "${BENCH_WARMUP:=3}"
+    : "${BENCH_REQUESTS:=}"
+    : "${BENCH_CONNECTIONS:=128}"
+    : "${BENCH_KAFKA_RECORDS:=}"
+    : "${BENCH_CH_ROWS:=2000000}"
+    : "${BENCH_CH_BATCH:=50000}"
+    : "${BENCH_PRELOAD:=2000000}"
+    : "${BENCH_FRESH_RATE:=}"          # empty: half of the gateway's max req/s
+    : "${BENCH_FRESH_DURATION:=30}"
+    : "${BENCH_MAX_OPEN_RATE:=1000000}"
+    : "${BENCH_WORKER_TIMEOUT:=900}"
+fi
+: "${BENCH_LOADGEN_THREADS:=1}"
+
+for bin in ingest-gateway event-worker powehi-loadgen; do
+    if [ ! -x "$BIN/$bin" ]; then
+        echo "bench/run.sh: $BIN/$bin is missing: build with \`make build\`" >&2
+        exit 1
+    fi
+done
+
+# ------------------------------------------------------------------ names, cleanup
+ID=$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+CLIENT=bench-$ID
+KEY=key-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+CONFIG_TOPIC=powehi.bench.$ID.config
+RAW_LOAD=powehi.bench.$ID.raw           # the gateway under max load (no worker)
+RAW_FRESH=powehi.bench.$ID.fresh        # gateway + worker for freshness
+PRELOAD_TOPIC=powehi.bench.$ID.preload  # what the workers read
+KAFKA_TOPIC=powehi.bench.$ID.kafka      # raw producer baseline
+DB=powehi_bench_$ID
+TOPICS="$CONFIG_TOPIC,$RAW_LOAD,$RAW_FRESH,$PRELOAD_TOPIC,$KAFKA_TOPIC"
+DATABASES="${DB}_fresh ${DB}_w1 ${DB}_w2 ${DB}_ch"
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/powehi-bench.XXXXXX")
+PIDS=()
+
+log() { echo "bench: $*" >&2; }
+
+ch() { curl -sS --fail-with-body "$CH/" --data-binary "$1"; }
+
+stop_pid() {
+    local pid=$1
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for _ in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
+    "$LOADGEN" topics --delete "$TOPICS" >/dev/null 2>&1 || log "could not delete topics $TOPICS"
+    for db in $DATABASES; do ch "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true; done
+    if [ "$rc" -ne 0 ]; then
+        log "failed (exit $rc); logs kept in $WORK"
+        for f in "$WORK"/*.log; do
+            [ -f "$f" ] || continue
+            echo "----- $(basename "$f") (tail)" >&2
+            tail -n 15 "$f" >&2
+        done
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+wait_port() {  # PORT PID WHAT
+    for _ in $(seq 600); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        kill -0 "$2" 2>/dev/null || { log "$3 exited before listening"; return 1; }
+        sleep 0.1
+    done
+    log "$3 not listening after 60 s (port $1)"
+    return 1
+}
+
+wait_ready() {  # URL PID WHAT
+    for _ in $(seq 600); do
+        if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
+        kill -0 "$2" 2>/dev/null || { log "$3 exited before becoming ready"; return 1; }
+        sleep 0.1
+    done
+    log "$3 not ready after 60 s ($1)"
+    return 1
+}
+
+peak_rss_kb() {  # VmHWM of a live process, in kB
+    awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+now() { date +%s.%N; }
+
+# Runs a loadgen measurement: its command goes into the report, its JSON line
+# into $WORK/NAME.json, its human line to the terminal.
+measure() {  # NAME ARGS...
+    local name=$1; shift
+    echo "powehi-loadgen --threads $BENCH_LOADGEN_THREADS $*" >>"$WORK/commands.txt"
+    log "$name: powehi-loadgen $*"
+    "$LOADGEN" --threads "$BENCH_LOADGEN_THREADS" "$@" >"$WORK/$name.json" 2>"$WORK/$name.log" || {
+        cat "$WORK/$name.log" >&2
+        return 1
+    }
+    tail -n 1 "$WORK/$name.log" >&2
+}
+
+jget() {  # FILE KEY[.KEY...]
+    python3 - "$@" <<'EOF'
+import json, sys
+value = json.load(open(sys.argv[1]))
+for key in sys.argv[2].split("."):
+    value = value[key]
+print(value)
+EOF
+}
+
+# Open-loop rate: FRACTION of MAX, capped by BENCH_MAX_OPEN_RATE, at least 1.
+rate_of() { awk -v f="$1" -v m="$2" -v cap="$BENCH_MAX_OPEN_RATE" 'BEGIN { r = f * m; if (r > cap) r = cap; if (r < 1) r = 1; printf "%.0f", r }'; }
+
+start_gateway() {  # NAME RAW_TOPIC DATABASE -> sets GW_PID GW_URL
+    local name=$1 port admin
+    port=$(free_port); admin=$(free_port)
+    echo "POWEHI_HTTP_ADDR=127.0.0.1:$port POWEHI_RAW_TOPIC=$2 POWEHI_CONFIG_TOPIC=$CONFIG_TOPIC POWEHI_BOOTSTRAP=bootstrap.json POWEHI_CLICKHOUSE_DATABASE=$3 ingest-gateway" >>"$WORK/commands.txt"
+    POWEHI_HTTP_ADDR=127.0.0.1:$port POWEHI_ADMIN_ADDR=127.0.0.1:$admin \
+        POWEHI_RAW_TOPIC=$2 POWEHI_CONFIG_TOPIC=$CONFIG_TOPIC \
+        POWEHI_BOOTSTRAP=$WORK/bootstrap.json POWEHI_CLICKHOUSE_DATABASE=$3 \
+        POWEHI_LOG=warn "$BIN/ingest-gateway" >"$WORK/$name.log" 2>&1 &
+    GW_PID=$!
+    PIDS+=("$GW_PID")
+    GW_URL=http://127.0.0.1:$port/powehi/smile
+    wait_ready "http://127.0.0.1:$port/readyz" "$GW_PID" "$name"
+}
+
+start_worker() {  # NAME RAW_TOPIC DATABASE GROUP -> sets W_PID
+    local name=$1 port
+    port=$(free_port)
+    echo "POWEHI_RAW_TOPIC=$2 POWEHI_CONFIG_TOPIC=$CONFIG_TOPIC POWEHI_CLICKHOUSE_DATABASE=$3 POWEHI_CONSUMER_GROUP=$4 event-worker" >>"$WORK/commands.txt"
+    POWEHI_WORKER_HTTP_ADDR=127.0.0.1:$port POWEHI_RAW_TOPIC=$2 \
+        POWEHI_CONFIG_TOPIC=$CONFIG_TOPIC POWEHI_CLICKHOUSE_DATABASE=$3 \
+        POWEHI_CONSUMER_GROUP=$4 POWEHI_LOG=warn \
+        "$BIN/event-worker" >"$WORK/$name.log" 2>&1 &
+    W_PID=$!
+    PIDS+=("$W_PID")
+    wait_ready "http://127.0.0.1:$port/readyz" "$W_PID" "$name"
+}
+
+stop_started() {  # PIDS... (stops and forgets them)
+    local pid keep=()
+    for pid in "$@"; do stop_pid "$pid"; done
+    for pid in "${PIDS[@]}"; do
+        [[ " $* " == *" $pid "* ]] || keep+=("$pid")
+    done
+    PIDS=("${keep[@]}")
+}
+
+log "mode $MODE, run $ID, work dir $WORK"
+"$LOADGEN" bootstrap --source "$CLIENT:$KEY" >"$WORK/bootstrap.json"
+: >"$WORK/commands.txt"
+REQ_CAP=()
+[ -n "$BENCH_REQUESTS" ] && REQ_CAP=(--requests "$BENCH_REQUESTS")
+HTTP_COMMON=(--client-id "$CLIENT" --token "$KEY" --duration "$BENCH_DURATION" --warmup "$BENCH_WARMUP")
+
+# ------------------------------------------------------------------ 1. HTTP ceiling
+port=$(free_port)
+echo "powehi-loadgen baseline-http --addr 127.0.0.1:$port" >>"$WORK/commands.txt"
+"$LOADGEN" baseline-http --addr "127.0.0.1:$port" >"$WORK/baseline-http.log" 2>&1 &
+BASE_PID=$!
+PIDS+=("$BASE_PID")
+wait_port "$port" "$BASE_PID" baseline-http
+for batch in 1 10 100; do
+    measure "baseline_b$batch" http --url "http://127.0.0.1:$port/powehi/smile" "${HTTP_COMMON[@]}" \
+        --batch "$batch" --connections "$BENCH_CONNECTIONS" "${REQ_CAP[@]}"
+done
+stop_started "$BASE_PID"
+
+# ------------------------------------------------------------------ 2. gateway, max load
+start_gateway gateway "$RAW_LOAD" "${DB}_fresh"
+for batch in 1 10 100; do
+    measure "gateway_b$batch" http --url "$GW_URL" "${HTTP_COMMON[@]}" \
+        --batch "$batch" --connections "$BENCH_CONNECTIONS" "${REQ_CAP[@]}"
+done
+MAX_RPS=$(jget "$WORK/gateway_b1.json" requests_per_s)
+for pct in 50 80; do
+    rate=$(rate_of "0.$pct" "$MAX_RPS")
+    measure "gateway_open$pct" http --url "$GW_URL" "${HTTP_COMMON[@]}" \
+        --batch 1 --connections "$BENCH_CONNECTIONS" --rate "$rate"
+done
+echo "{\"gateway_peak_rss_kb\": $(peak_rss_kb "$GW_PID")}" >"$WORK/gateway_rss.json"
+stop_started "$GW_PID"
+
+# ------------------------------------------------------------------ 3. Kafka ceiling
+if [ -n "$BENCH_KAFKA_RECORDS" ]; then
+    measure kafka kafka --topic "$KAFKA_TOPIC" --client-id "$CLIENT" --preload "$BENCH_KAFKA_RECORDS"
+else
+    measure kafka kafka --topic "$KAFKA_TOPIC" --client-id "$CLIENT" --duration "$BENCH_DURATION"
+fi
+
+# ------------------------------------------------------------------ 4. ClickHouse ceiling
+measure clickhouse clickhouse --database "${DB}_ch" --client-id "$CLIENT" \
+    --rows "$BENCH_CH_ROWS" --batch "$BENCH_CH_BATCH" --drop
+
+# ------------------------------------------------------------------ 5. worker, preloaded topic
+measure preload kafka --topic "$PRELOAD_TOPIC" --client-id "$CLIENT" --preload "$BENCH_PRELOAD"
+for n in 1 2; do
+    db=${DB}_w$n
+    log "worker x$n: $BENCH_PRELOAD records from $PRELOAD_TOPIC into $db"
+    pids=()
+    for i in $(seq "$n"); do
+        start_worker "worker${n}_$i" "$PRELOAD_TOPIC" "$db" "powehi-bench-$ID-w$n"
+        pids+=("$W_PID")
+    done
+    t_ready=$(now)
+    t_first="" c_first=0 stored=0
+    while :; do
+        stored=$(ch "SELECT (SELECT count() FROM $db.events) + (SELECT count() FROM $db.rejected_events)")
+        t=$(now)
+        if [ "$stored" -gt 0 ] && [ -z "$t_first" ]; then t_first=$t c_first=$stored; fi
+        [ "$stored" -ge "$BENCH_PRELOAD" ] && break
+        if awk -v a="$t" -v b="$t_ready" -v m="$BENCH_WORKER_TIMEOUT" 'BEGIN { exit !(a - b > m) }'; then
+            log "worker x$n: only $stored of $BENCH_PRELOAD rows after ${BENCH_WORKER_TIMEOUT}s"
+            exit 1
+        fi
+        sleep 0.1
+    done
+    t_done=$(now)
+    rss=0
+    for pid in "${pids[@]}"; do r=$(peak_rss_kb "$pid"); [ "$r" -gt "$rss" ] && rss=$r; done
+    stop_started "${pids[@]}"
+    accepted=$(ch "SELECT count() FROM $db.events")
+    rejected=$(ch "SELECT count() FROM $db.rejected_events")
+    awk -v n="$n" -v total="$BENCH_PRELOAD" -v stored="$stored" -v acc="$accepted" -v rej="$rejected" \
+        -v tr="$t_ready" -v tf="$t_first" -v cf="$c_first" -v td="$t_done" -v rss="$rss" 'BEGIN {
+        from_ready = td - tr; rate = (from_ready > 0) ? total / from_ready : 0
+        # Steady rate: from the first rows seen to the last, when enough came after the first poll.
+        steady = (total - cf > total / 2 && td > tf) ? (total - cf) / (td - tf) : rate
+        printf "{\"workers\": %d, \"records\": %d, \"stored\": %d, \"accepted\": %d, \"rejected\": %d, \"seconds_from_ready\": %.3f, \"events_per_s_from_ready\": %.1f, \"events_per_s\": %.1f, \"peak_rss_kb\": %d}\n",
+            n, total, stored, acc, rej, from_ready, rate, steady, rss }' >"$WORK/worker$n.json"
+    log "worker x$n: $(cat "$WORK/worker$n.json")"
+    ch "DROP DATABASE IF EXISTS $db" >/dev/null
+done
+
+# ------------------------------------------------------------------ 6. freshness, end to end
+start_gateway gateway_fresh "$RAW_FRESH" "${DB}_fresh"
+GW_FRESH_PID=$GW_PID
+start_worker worker_fresh "$RAW_FRESH" "${DB}_fresh" "powehi-bench-$ID-fresh"
+W_FRESH_PID=$W_PID
+FRESH_RATE=${BENCH_FRESH_RATE:-$(rate_of 0.5 "$MAX_RPS")}
+measure freshness freshness --url "$GW_URL" --client-id "$CLIENT" --token "$KEY" \
+    --rate "$FRESH_RATE" --duration "$BENCH_FRESH_DURATION" --connections "$BENCH_CONNECTIONS" \
+    --database "${DB}_fresh" --table event_log
+echo "{\"gateway_peak_rss_kb\": $(peak_rss_kb "$GW_FRESH_PID"), \"worker_peak_rss_kb\": $(peak_rss_kb "$W_FRESH_PID")}" >"$WORK/fresh_rss.json"
+stop_started "$GW_FRESH_PID" "$W_FRESH_PID"
+
+# ------------------------------------------------------------------ report
+KAFKA_VERSION=$(sed -n 's/^KAFKA_VERSION=\([^ ]*\).*/\1/p' "$ROOT/deploy/local/kafka.sh" | head -n 1)
+CH_VERSION=$(ch "SELECT version()")
+python3 "$ROOT/bench/report.py" "$WORK" "$OUT" "$MODE" "$KAFKA_VERSION" "$CH_VERSION" "$(rustc --version 2>/dev/null || echo unknown)" \
+    "$(uname -sr)" "$(nproc)" "$(awk '/^MemTotal:/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo)" \
+    "$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)" "$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+log "report written to $OUT"

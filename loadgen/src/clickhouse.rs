@@ -1,0 +1,247 @@
+//! `clickhouse`: the ClickHouse ceiling. RowBinary inserts (LZ4, over HTTP, with
+//! the same client crate and settings as the worker) of the rows the worker
+//! would write for the generated events, into a scratch database created with
+//! the worker's own migration DDL (`0001_events.sql`), in large batches.
+//!
+//! Also the small ClickHouse helpers `freshness` and `bench/run.sh` need.
+
+use std::time::Instant;
+
+use clap::Args;
+use clickhouse::{Client, Row};
+use proto::schema::validate_event;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use serde_json::value::RawValue;
+
+use crate::events::{schemas, EventGen};
+use crate::stats::{emit, per_second, round3};
+
+const EVENTS_DDL: &str = include_str!("../../deploy/clickhouse/migrations/0001_events.sql");
+
+#[derive(Debug, Clone, Args)]
+pub struct ClickHouseArgs {
+    #[arg(long, env = "POWEHI_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    pub url: String,
+    /// Scratch database (created with the events tables; dropped with --drop).
+    #[arg(long)]
+    pub database: String,
+    #[arg(long, env = "POWEHI_CLICKHOUSE_USER", default_value = "default")]
+    pub user: String,
+    #[arg(long, env = "POWEHI_CLICKHOUSE_PASSWORD", default_value = "", hide_env_values = true)]
+    pub password: String,
+    /// Rows to insert in all.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+    /// Rows per INSERT (the worker's default batch).
+    #[arg(long, default_value_t = 50_000)]
+    pub batch: usize,
+    /// Data source the events belong to.
+    #[arg(long, default_value = "bench")]
+    pub client_id: String,
+    /// Drop the database afterwards.
+    #[arg(long)]
+    pub drop: bool,
+    /// Distinct rows generated in advance.
+    #[arg(long, default_value_t = 10_000)]
+    pub pool: usize,
+    #[arg(long, default_value_t = 10_000)]
+    pub sessions: u64,
+    #[arg(long, default_value_t = 3)]
+    pub seed: u64,
+}
+
+/// A row of `events`, as the worker writes it (its `rows::EventRow`).
+#[derive(Debug, Clone, Row, Serialize)]
+pub struct EventRow {
+    pub event_id: String,
+    pub scope: String,
+    pub event_type: String,
+    pub session_id: String,
+    pub profile_id: String,
+    pub event_time: u32,
+    pub event_time_ms: u64,
+    pub sent_at: Option<u32>,
+    pub sent_at_ms: Option<u64>,
+    pub received_at: u32,
+    pub received_at_ms: u64,
+    pub properties: String,
+    pub source_id: String,
+    pub source_type: String,
+    pub target_id: String,
+    pub target_type: String,
+    pub kafka_partition: u32,
+    pub kafka_offset: u64,
+    pub schema_version: u32,
+    pub profile_property_names: Vec<String>,
+    pub profile_property_values: Vec<String>,
+}
+
+/// The worker's row for an event (JSON text) received at `received_at_ms`:
+/// the same checks, validation and trimming (`proto`).
+pub fn event_row(scope: &str, event: &str, received_at_ms: u64) -> anyhow::Result<EventRow> {
+    let raw: Box<RawValue> = serde_json::from_str(event)?;
+    let fields = proto::check_event(&raw, scope).map_err(|r| anyhow::anyhow!(r.message))?;
+    let schemas = schemas();
+    let schema = schemas.iter().find(|s| s.event_type == fields.event_type);
+    let validated = validate_event(schema, &fields)
+        .map_err(|reasons| anyhow::anyhow!("generated event rejected: {reasons:?}"))?;
+    let ms = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis().max(0) as u64;
+    let item = |i: Option<&proto::ItemRef<'_>>| {
+        i.map(|i| (i.item_id.to_string(), i.item_type.to_string()))
+            .unwrap_or_default()
+    };
+    let (source_id, source_type) = item(fields.source.as_ref());
+    let (target_id, target_type) = item(fields.target.as_ref());
+    let (names, values) = validated.profile_updates.into_iter().unzip();
+    Ok(EventRow {
+        event_id: uuid::Uuid::now_v7().to_string(),
+        scope: scope.to_string(),
+        event_type: fields.event_type.to_string(),
+        session_id: fields.session_id.to_string(),
+        profile_id: proto::profile_of(scope, &fields.session_id, fields.profile_id.as_deref()),
+        event_time: (ms(fields.time_stamp) / 1000) as u32,
+        event_time_ms: ms(fields.time_stamp),
+        sent_at: fields.send_at.map(|t| (ms(t) / 1000) as u32),
+        sent_at_ms: fields.send_at.map(ms),
+        received_at: (received_at_ms / 1000) as u32,
+        received_at_ms,
+        properties: validated.properties,
+        source_id,
+        source_type,
+        target_id,
+        target_type,
+        kafka_partition: 0,
+        kafka_offset: 0,
+        schema_version: 1,
+        profile_property_names: names,
+        profile_property_values: values,
+    })
+}
+
+/// A client of `url` (validation off: ClickHouse 18.16 lacks the formats it needs).
+pub fn client(url: &str, user: &str, password: &str) -> Client {
+    Client::default()
+        .with_url(url)
+        .with_user(user)
+        .with_password(password)
+        .with_validation(false)
+}
+
+/// The statements of `0001_events.sql` for `database`, split as the worker
+/// splits them (comment lines dropped, `;` at line end).
+fn events_ddl(database: &str) -> Vec<String> {
+    let without_comments: Vec<&str> = EVENTS_DDL
+        .lines()
+        .filter(|line| !line.trim_start().starts_with("--"))
+        .collect();
+    without_comments
+        .join("\n")
+        .split(";\n")
+        .map(|s| s.trim().trim_end_matches(';').trim().replace("{database}", database))
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+pub async fn run(args: ClickHouseArgs) -> anyhow::Result<()> {
+    let admin = client(&args.url, &args.user, &args.password);
+    admin
+        .query(&format!("CREATE DATABASE IF NOT EXISTS {}", args.database))
+        .execute()
+        .await?;
+    for statement in events_ddl(&args.database) {
+        admin.query(&statement).execute().await?;
+    }
+    let db = admin.clone().with_database(&args.database);
+
+    let mut gen = EventGen::new(&args.client_id, args.sessions, args.seed);
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let pool: Vec<EventRow> = (0..args.pool.max(1))
+        .map(|_| event_row(&args.client_id, &gen.event(now_ms, None).to_string(), now_ms as u64))
+        .collect::<anyhow::Result<_>>()?;
+
+    let started = Instant::now();
+    let mut written = 0u64;
+    let mut inserts = 0u64;
+    while written < args.rows {
+        let n = (args.rows - written).min(args.batch.max(1) as u64);
+        let mut insert = db.insert::<EventRow>("events").await?;
+        for i in written..written + n {
+            let mut row = pool[(i % pool.len() as u64) as usize].clone();
+            row.event_id = uuid::Uuid::now_v7().to_string();
+            row.kafka_partition = (i % 12) as u32;
+            row.kafka_offset = i;
+            insert.write(&row).await?;
+        }
+        insert.end().await?;
+        written += n;
+        inserts += 1;
+    }
+    let elapsed = started.elapsed();
+    let stored: u64 = db.query("SELECT count() FROM events").fetch_one().await?;
+    if args.drop {
+        admin
+            .query(&format!("DROP DATABASE IF EXISTS {}", args.database))
+            .execute()
+            .await?;
+    }
+    let summary = json!({
+        "mode": "clickhouse",
+        "database": args.database,
+        "rows": written,
+        "stored": stored,
+        "inserts": inserts,
+        "batch": args.batch,
+        "elapsed_s": round3(elapsed.as_secs_f64()),
+        "rows_per_s": per_second(written, elapsed),
+    });
+    let human = format!(
+        "clickhouse {}: {written} rows in {inserts} inserts of up to {} in {:.2} s: {:.0} rows/s",
+        args.database,
+        args.batch,
+        elapsed.as_secs_f64(),
+        per_second(written, elapsed)
+    );
+    emit(&summary, &human);
+    anyhow::ensure!(stored == written, "{written} rows inserted, {stored} stored");
+    Ok(())
+}
+
+/// An id of `event_log`, for `freshness`.
+#[derive(Debug, Row, Deserialize)]
+pub struct IdRow {
+    pub event_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_splits_into_create_statements_for_the_database() {
+        let statements = events_ddl("scratch_1");
+        assert!(statements.len() >= 3, "{statements:?}");
+        for s in &statements {
+            assert!(s.contains("scratch_1."), "{s}");
+            assert!(!s.contains("{database}"), "{s}");
+        }
+        assert!(statements.iter().any(|s| s.contains("scratch_1.events")));
+    }
+
+    #[test]
+    fn rows_are_trimmed_like_the_worker_does() {
+        let event = r#"{"eventType":"purchase","sessionId":"s-1","scope":"bench",
+            "timeStamp":"2021-10-15T18:49:00.250+07:00",
+            "properties":{"sku":"a","qty":2,"price":9.5,"email":"u@x.y","junk":"z"},
+            "target":{"itemId":"product-1","itemType":"product"}}"#;
+        let row = event_row("bench", event, 1_700_000_000_123).expect("row");
+        assert!(!row.properties.contains("junk"), "{}", row.properties);
+        assert!(row.properties.contains("\"sku\""));
+        assert_eq!(row.event_time_ms, 1_634_298_540_250);
+        assert_eq!(row.event_time, 1_634_298_540);
+        assert_eq!(row.received_at, 1_700_000_000);
+        assert_eq!(row.profile_id, proto::anonymous_profile_id("bench", "s-1"));
+        assert_eq!(row.profile_property_names, vec!["email".to_string()]);
+        assert_eq!((row.target_id.as_str(), row.source_id.as_str()), ("product-1", ""));
+    }
+}

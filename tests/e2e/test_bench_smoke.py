@@ -1,0 +1,101 @@
+"""The benchmark harness never rots: `bench/run.sh --smoke` runs every measurement at a tiny
+volume against the real Kafka and ClickHouse and writes a complete report.
+
+The figures of a smoke run mean nothing; this only checks that each section is there with
+numbers in it. The full benchmark (`make bench`) stays out of the test suite.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from e2e_support import REPO, TARGET_DIR
+
+LOADGEN_BIN = TARGET_DIR / "release" / "powehi-loadgen"
+SMOKE_TIMEOUT_S = 180
+
+SECTIONS = [
+    "## Machine",
+    "### Gateway vs a trivial HTTP handler",
+    "### Gateway latency at a fixed rate",
+    "### Gateway vs raw librdkafka",
+    "### Worker vs raw ClickHouse insert",
+    "### Freshness: HTTP ack to visible in `event_log`",
+    "### Peak memory (VmHWM)",
+    "## Targets (issue 5)",
+    "## Commands",
+]
+
+NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?%?( ms)?$")
+
+
+def section(text: str, heading: str) -> str:
+    start = text.index(heading) + len(heading)
+    end = text.find("\n#", start)
+    return text[start : end if end != -1 else len(text)]
+
+
+def table_rows(body: str) -> list[list[str]]:
+    """Data rows of the first Markdown table in `body` (header and rule skipped)."""
+    rows = [line for line in body.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
+
+
+def positive(cell: str) -> bool:
+    value = cell.replace(",", "").removesuffix(" ms").removesuffix("%")
+    return float(value) > 0
+
+
+def test_smoke_benchmark_writes_every_section_with_numbers(services, tmp_path):
+    if not os.access(LOADGEN_BIN, os.X_OK):
+        pytest.fail(f"{LOADGEN_BIN} is missing: build it with `make build`")
+    out = tmp_path / "BENCHMARKS.md"
+    try:
+        run = subprocess.run(
+            [str(REPO / "bench" / "run.sh"), "--smoke", "--out", str(out)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=SMOKE_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"bench/run.sh --smoke took over {SMOKE_TIMEOUT_S}s:\n{exc.stderr}")
+    assert run.returncode == 0, f"bench/run.sh --smoke failed ({run.returncode}):\n{run.stderr[-4000:]}"
+    text = out.read_text()
+
+    assert "Smoke run" in text
+    for heading in SECTIONS:
+        assert heading in text, f"missing section {heading!r}"
+
+    # Every result table has rows, and every cell of its numeric columns is a positive number.
+    numeric_columns = {
+        "### Gateway vs a trivial HTTP handler": [1, 2, 3],
+        "### Gateway latency at a fixed rate": [1, 2, 3, 4, 5, 6],
+        "### Worker vs raw ClickHouse insert": [1],
+        "### Freshness: HTTP ack to visible in `event_log`": [0, 1, 2, 5, 7],
+        "### Peak memory (VmHWM)": [2],
+    }
+    for heading, columns in numeric_columns.items():
+        rows = table_rows(section(text, heading))
+        assert rows, f"{heading}: no results table"
+        for row in rows:
+            for c in columns:
+                assert NUMBER.match(row[c]) and positive(row[c]), f"{heading}: {row[c]!r} in {row}"
+    kafka_rows = table_rows(section(text, "### Gateway vs raw librdkafka"))
+    assert len(kafka_rows) == 2 and all(positive(r[1]) for r in kafka_rows), kafka_rows
+
+    # Every acknowledged event of the freshness run became visible.
+    fresh = table_rows(section(text, "### Freshness: HTTP ack to visible in `event_log`"))[0]
+    assert fresh[3] == "0" and fresh[1] == fresh[2], fresh
+    # The workers stored every preloaded record, all accepted (the generated events are valid).
+    for row in table_rows(section(text, "### Worker vs raw ClickHouse insert"))[1:]:
+        accepted, rejected = (int(x.replace(",", "")) for x in row[3].split(" / "))
+        assert accepted > 0 and rejected == 0, row
+
+    targets = table_rows(section(text, "## Targets (issue 5)"))
+    assert len(targets) >= 5 and all(r[1] for r in targets), targets
+    assert "powehi-loadgen" in section(text, "## Commands")
