@@ -1,4 +1,4 @@
-//! `POST /smile`: the hot path.
+//! `POST /smile` and `POST /context`: the hot path.
 //!
 //! Order of checks, cheapest first, so a bad request costs little: media type,
 //! credentials, body size (while reading), JSON shape, rate limit, then each

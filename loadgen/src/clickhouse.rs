@@ -21,14 +21,23 @@ const EVENTS_DDL: &str = include_str!("../../deploy/clickhouse/migrations/0001_e
 
 #[derive(Debug, Clone, Args)]
 pub struct ClickHouseArgs {
-    #[arg(long, env = "POWEHI_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    #[arg(
+        long,
+        env = "POWEHI_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
     pub url: String,
     /// Scratch database (created with the events tables; dropped with --drop).
     #[arg(long)]
     pub database: String,
     #[arg(long, env = "POWEHI_CLICKHOUSE_USER", default_value = "default")]
     pub user: String,
-    #[arg(long, env = "POWEHI_CLICKHOUSE_PASSWORD", default_value = "", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "POWEHI_CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub password: String,
     /// Rows to insert in all.
     #[arg(long, default_value_t = 1_000_000)]
@@ -138,7 +147,12 @@ fn events_ddl(database: &str) -> Vec<String> {
     without_comments
         .join("\n")
         .split(";\n")
-        .map(|s| s.trim().trim_end_matches(';').trim().replace("{database}", database))
+        .map(|s| {
+            s.trim()
+                .trim_end_matches(';')
+                .trim()
+                .replace("{database}", database)
+        })
         .filter(|s| !s.is_empty())
         .collect()
 }
@@ -157,7 +171,13 @@ pub async fn run(args: ClickHouseArgs) -> anyhow::Result<()> {
     let mut gen = EventGen::new(&args.client_id, args.sessions, args.seed);
     let now_ms = chrono::Utc::now().timestamp_millis();
     let pool: Vec<EventRow> = (0..args.pool.max(1))
-        .map(|_| event_row(&args.client_id, &gen.event(now_ms, None).to_string(), now_ms as u64))
+        .map(|_| {
+            event_row(
+                &args.client_id,
+                &gen.event(now_ms, None).to_string(),
+                now_ms as u64,
+            )
+        })
         .collect::<anyhow::Result<_>>()?;
 
     let started = Instant::now();
@@ -203,7 +223,10 @@ pub async fn run(args: ClickHouseArgs) -> anyhow::Result<()> {
         per_second(written, elapsed)
     );
     emit(&summary, &human);
-    anyhow::ensure!(stored == written, "{written} rows inserted, {stored} stored");
+    anyhow::ensure!(
+        stored == written,
+        "{written} rows inserted, {stored} stored"
+    );
     Ok(())
 }
 
@@ -242,6 +265,9 @@ mod tests {
         assert_eq!(row.received_at, 1_700_000_000);
         assert_eq!(row.profile_id, proto::anonymous_profile_id("bench", "s-1"));
         assert_eq!(row.profile_property_names, vec!["email".to_string()]);
-        assert_eq!((row.target_id.as_str(), row.source_id.as_str()), ("product-1", ""));
+        assert_eq!(
+            (row.target_id.as_str(), row.source_id.as_str()),
+            ("product-1", "")
+        );
     }
 }

@@ -183,7 +183,9 @@ impl EventGen {
             json!({"itemId": format!("site-{site}"), "itemType": "site"}),
         );
         let target = match kind.name {
-            "purchase" | "click" => json!({"itemId": format!("product-{}", rng.below(5000)), "itemType": "product"}),
+            "purchase" | "click" => {
+                json!({"itemId": format!("product-{}", rng.below(5000)), "itemType": "product"})
+            }
             _ => json!({"itemId": format!("page-{}", rng.below(2000)), "itemType": "page"}),
         };
         event.insert("target".into(), target);
@@ -253,7 +255,11 @@ fn iso(ms: i64, plus_seven: bool) -> String {
 
 /// The Kafka record (key, payload) the gateway writes for an accepted `event`
 /// (JSON text) of `scope`: the same key and envelope, built by the same code.
-pub fn kafka_record(scope: &str, event: &str, received_at_ms: i64) -> anyhow::Result<(String, Vec<u8>)> {
+pub fn kafka_record(
+    scope: &str,
+    event: &str,
+    received_at_ms: i64,
+) -> anyhow::Result<(String, Vec<u8>)> {
     let raw: Box<RawValue> = serde_json::from_str(event)?;
     let fields = proto::check_event(&raw, scope)
         .map_err(|reason| anyhow::anyhow!("generated event refused: {}", reason.message))?;
@@ -284,7 +290,10 @@ mod tests {
     fn generated_events_pass_the_gateway_and_their_schema() {
         let schemas = schemas();
         for schema in &schemas {
-            assert!(proto::schema::check_definition(schema).is_ok(), "{schema:?}");
+            assert!(
+                proto::schema::check_definition(schema).is_ok(),
+                "{schema:?}"
+            );
         }
         let mut gen = EventGen::new("bench", 1000, 42);
         let mut types = std::collections::BTreeSet::new();
@@ -303,7 +312,9 @@ mod tests {
     #[test]
     fn sizes_and_sessions_vary_and_the_seed_decides() {
         let mut gen = EventGen::new("bench", 50, 1);
-        let sizes: Vec<usize> = (0..500).map(|_| gen.event(NOW, None).to_string().len()).collect();
+        let sizes: Vec<usize> = (0..500)
+            .map(|_| gen.event(NOW, None).to_string().len())
+            .collect();
         let (min, max) = (sizes.iter().min(), sizes.iter().max());
         assert!(min < Some(&250) && max > Some(&1000), "{min:?}..{max:?}");
         let body = gen.body(10, NOW);

@@ -39,7 +39,11 @@ pub struct FreshnessArgs {
     pub duration: f64,
     #[arg(long, default_value_t = 16)]
     pub connections: usize,
-    #[arg(long, env = "POWEHI_CLICKHOUSE_URL", default_value = "http://127.0.0.1:8123")]
+    #[arg(
+        long,
+        env = "POWEHI_CLICKHOUSE_URL",
+        default_value = "http://127.0.0.1:8123"
+    )]
     pub clickhouse_url: String,
     /// The workers' database.
     #[arg(long)]
@@ -49,7 +53,12 @@ pub struct FreshnessArgs {
     pub table: String,
     #[arg(long, env = "POWEHI_CLICKHOUSE_USER", default_value = "default")]
     pub user: String,
-    #[arg(long, env = "POWEHI_CLICKHOUSE_PASSWORD", default_value = "", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "POWEHI_CLICKHOUSE_PASSWORD",
+        default_value = "",
+        hide_env_values = true
+    )]
     pub password: String,
     /// Poll interval.
     #[arg(long, default_value_t = 50)]
@@ -128,14 +137,23 @@ pub async fn run(args: FreshnessArgs) -> anyhow::Result<()> {
             args.database, args.table
         );
         let (scope, pattern) = (args.client_id.clone(), format!("{prefix}%"));
-        let (interval, wait) = (Duration::from_millis(args.poll_ms), Duration::from_secs_f64(args.wait));
+        let (interval, wait) = (
+            Duration::from_millis(args.poll_ms),
+            Duration::from_secs_f64(args.wait),
+        );
         let prefix = prefix.clone();
         tokio::spawn(async move {
             let mut give_up: Option<Instant> = None;
             let mut errors = 0u64;
             loop {
                 let polled_at = Instant::now();
-                match db.query(&sql).bind(&scope).bind(&pattern).fetch_all::<IdRow>().await {
+                match db
+                    .query(&sql)
+                    .bind(&scope)
+                    .bind(&pattern)
+                    .fetch_all::<IdRow>()
+                    .await
+                {
                     Ok(rows) => {
                         let mut seen = lock(&seen);
                         for row in rows {
@@ -205,7 +223,10 @@ pub async fn run(args: FreshnessArgs) -> anyhow::Result<()> {
         ack.human()
     );
     emit(&summary, &human);
-    anyhow::ensure!(missing == 0, "{missing} acknowledged events never became visible");
+    anyhow::ensure!(
+        missing == 0,
+        "{missing} acknowledged events never became visible"
+    );
     Ok(())
 }
 

@@ -113,7 +113,11 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
     });
     let human = format!(
         "http {} batch {} x{} conns: {:.0} req/s, {:.0} events/s, statuses {:?}; latency {}",
-        if args.rate.is_some() { "open" } else { "closed" },
+        if args.rate.is_some() {
+            "open"
+        } else {
+            "closed"
+        },
         args.batch,
         args.connections,
         per_second(result.ok, result.elapsed),
@@ -122,6 +126,10 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         latency.human(),
     );
     emit(&summary, &human);
-    anyhow::ensure!(result.ok > 0, "no request was answered 2xx: {:?}", result.statuses);
+    anyhow::ensure!(
+        result.ok > 0,
+        "no request was answered 2xx: {:?}",
+        result.statuses
+    );
     Ok(())
 }

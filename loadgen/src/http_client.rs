@@ -223,7 +223,9 @@ mod tests {
 
     #[tokio::test]
     async fn reads_sized_and_chunked_answers_on_one_connection() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
         tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.expect("accept");

@@ -73,7 +73,9 @@ pub async fn run<R: Requests>(spec: &LoadSpec, requests: Arc<R>) -> LoadResult {
     let mut total = LoadResult::default();
     let mut last_done = measure_from;
     for task in tasks {
-        let Ok((part, done)) = task.await else { continue };
+        let Ok((part, done)) = task.await else {
+            continue;
+        };
         total.requests += part.requests;
         total.ok += part.ok;
         merge_counts(&mut total.statuses, part.statuses);
@@ -162,7 +164,11 @@ impl std::fmt::Display for Failure {
     }
 }
 
-async fn exchange(conn: &mut Option<Conn>, authority: &str, request: &[u8]) -> Result<u16, Failure> {
+async fn exchange(
+    conn: &mut Option<Conn>,
+    authority: &str,
+    request: &[u8],
+) -> Result<u16, Failure> {
     if conn.as_ref().is_none_or(Conn::is_closed) {
         match Conn::connect(authority).await {
             Ok(fresh) => *conn = Some(fresh),

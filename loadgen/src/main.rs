@@ -60,7 +60,10 @@ fn main() -> anyhow::Result<()> {
                         .ok_or_else(|| anyhow::anyhow!("--source {s}: expected id:key"))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            println!("{}", serde_json::to_string_pretty(&events::bootstrap(&pairs))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&events::bootstrap(&pairs))?
+            );
             Ok(())
         }
     }

@@ -26,7 +26,8 @@ pub struct Percentiles {
 
 impl Latencies {
     pub fn record(&mut self, latency: Duration) {
-        self.micros.push(latency.as_micros().min(u64::MAX as u128) as u64);
+        self.micros
+            .push(latency.as_micros().min(u64::MAX as u128) as u64);
     }
 
     pub fn merge(&mut self, other: Latencies) {
@@ -157,10 +158,21 @@ mod tests {
         assert_eq!(per_second(500, Duration::from_millis(250)), 2000.0);
         assert_eq!(per_second(5, Duration::ZERO), 0.0);
         let mut a: StatusCounts = [("200".to_string(), 2)].into();
-        merge_counts(&mut a, [("200".to_string(), 3), ("503".to_string(), 1)].into());
+        merge_counts(
+            &mut a,
+            [("200".to_string(), 3), ("503".to_string(), 1)].into(),
+        );
         assert_eq!(a["200"], 5);
         assert_eq!(a["503"], 1);
-        let json = Percentiles { count: 1, p50: 1.23456, p99: 2.0, p999: 3.0, max: 4.0, mean: 1.0 }.to_json();
+        let json = Percentiles {
+            count: 1,
+            p50: 1.23456,
+            p99: 2.0,
+            p999: 3.0,
+            max: 4.0,
+            mean: 1.0,
+        }
+        .to_json();
         assert_eq!(json["p50"], 1.235);
     }
 }
