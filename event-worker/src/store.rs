@@ -156,7 +156,7 @@ async fn bounded<T>(
 
 /// Splits a migration file into statements, with comments removed and the
 /// database placeholder filled in.
-fn statements(text: &str, database: &str) -> Vec<String> {
+pub fn statements(text: &str, database: &str) -> Vec<String> {
     let without_comments: String = text
         .lines()
         .filter(|line| !line.trim_start().starts_with("--"))

@@ -9,12 +9,12 @@ use std::time::Instant;
 
 use clap::Args;
 use clickhouse::{Client, Row};
-use proto::schema::validate_event;
-use serde::{Deserialize, Serialize};
+use event_worker::rows::{decode, Decoded, EventRow, Position};
+use proto::config::{schema_key, ConfigRecord, ConfigSnapshot, EventSchemaRecord};
+use serde::Deserialize;
 use serde_json::json;
-use serde_json::value::RawValue;
 
-use crate::events::{schemas, EventGen};
+use crate::events::{kafka_record, schemas, EventGen};
 use crate::stats::{emit, per_second, round3};
 
 const EVENTS_DDL: &str = include_str!("../../deploy/clickhouse/migrations/0001_events.sql");
@@ -60,72 +60,31 @@ pub struct ClickHouseArgs {
     pub seed: u64,
 }
 
-/// A row of `events`, as the worker writes it (its `rows::EventRow`).
-#[derive(Debug, Clone, Row, Serialize)]
-pub struct EventRow {
-    pub event_id: String,
-    pub scope: String,
-    pub event_type: String,
-    pub session_id: String,
-    pub profile_id: String,
-    pub event_time: u32,
-    pub event_time_ms: u64,
-    pub sent_at: Option<u32>,
-    pub sent_at_ms: Option<u64>,
-    pub received_at: u32,
-    pub received_at_ms: u64,
-    pub properties: String,
-    pub source_id: String,
-    pub source_type: String,
-    pub target_id: String,
-    pub target_type: String,
-    pub kafka_partition: u32,
-    pub kafka_offset: u64,
-    pub schema_version: u32,
-    pub profile_property_names: Vec<String>,
-    pub profile_property_values: Vec<String>,
+/// The row the worker writes for an event (JSON text) received at
+/// `received_at_ms`: the gateway's envelope decoded by the worker's own code,
+/// against the benchmark's schemas.
+pub fn event_row(scope: &str, event: &str, received_at_ms: u64) -> anyhow::Result<EventRow> {
+    let (_, payload) = kafka_record(scope, event, received_at_ms as i64)?;
+    let position = Position {
+        partition: 0,
+        offset: 0,
+    };
+    match decode(&payload, position, &schema_config()) {
+        Decoded::Accepted(row) => Ok(row),
+        other => anyhow::bail!("generated event not accepted: {other:?}"),
+    }
 }
 
-/// The worker's row for an event (JSON text) received at `received_at_ms`:
-/// the same checks, validation and trimming (`proto`).
-pub fn event_row(scope: &str, event: &str, received_at_ms: u64) -> anyhow::Result<EventRow> {
-    let raw: Box<RawValue> = serde_json::from_str(event)?;
-    let fields = proto::check_event(&raw, scope).map_err(|r| anyhow::anyhow!(r.message))?;
-    let schemas = schemas();
-    let schema = schemas.iter().find(|s| s.event_type == fields.event_type);
-    let validated = validate_event(schema, &fields)
-        .map_err(|reasons| anyhow::anyhow!("generated event rejected: {reasons:?}"))?;
-    let ms = |t: chrono::DateTime<chrono::Utc>| t.timestamp_millis().max(0) as u64;
-    let item = |i: Option<&proto::ItemRef<'_>>| {
-        i.map(|i| (i.item_id.to_string(), i.item_type.to_string()))
-            .unwrap_or_default()
-    };
-    let (source_id, source_type) = item(fields.source.as_ref());
-    let (target_id, target_type) = item(fields.target.as_ref());
-    let (names, values) = validated.profile_updates.into_iter().unzip();
-    Ok(EventRow {
-        event_id: uuid::Uuid::now_v7().to_string(),
-        scope: scope.to_string(),
-        event_type: fields.event_type.to_string(),
-        session_id: fields.session_id.to_string(),
-        profile_id: proto::profile_of(scope, &fields.session_id, fields.profile_id.as_deref()),
-        event_time: (ms(fields.time_stamp) / 1000) as u32,
-        event_time_ms: ms(fields.time_stamp),
-        sent_at: fields.send_at.map(|t| (ms(t) / 1000) as u32),
-        sent_at_ms: fields.send_at.map(ms),
-        received_at: (received_at_ms / 1000) as u32,
-        received_at_ms,
-        properties: validated.properties,
-        source_id,
-        source_type,
-        target_id,
-        target_type,
-        kafka_partition: 0,
-        kafka_offset: 0,
-        schema_version: 1,
-        profile_property_names: names,
-        profile_property_values: values,
-    })
+/// The config log as the worker would see it with the benchmark's schemas.
+fn schema_config() -> ConfigSnapshot {
+    let mut config = ConfigSnapshot::default();
+    for schema in schemas() {
+        let key = schema_key(&schema.event_type, 1);
+        let record = ConfigRecord::EventSchema(EventSchemaRecord { version: 1, schema });
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        let _ = config.apply(&key, Some(&bytes));
+    }
+    config
 }
 
 /// A client of `url` (validation off: ClickHouse 18.16 lacks the formats it needs).
@@ -137,24 +96,10 @@ pub fn client(url: &str, user: &str, password: &str) -> Client {
         .with_validation(false)
 }
 
-/// The statements of `0001_events.sql` for `database`, split as the worker
-/// splits them (comment lines dropped, `;` at line end).
+/// The statements of `0001_events.sql` for `database`, split by the worker's
+/// own migration code.
 fn events_ddl(database: &str) -> Vec<String> {
-    let without_comments: Vec<&str> = EVENTS_DDL
-        .lines()
-        .filter(|line| !line.trim_start().starts_with("--"))
-        .collect();
-    without_comments
-        .join("\n")
-        .split(";\n")
-        .map(|s| {
-            s.trim()
-                .trim_end_matches(';')
-                .trim()
-                .replace("{database}", database)
-        })
-        .filter(|s| !s.is_empty())
-        .collect()
+    event_worker::store::statements(EVENTS_DDL, database)
 }
 
 pub async fn run(args: ClickHouseArgs) -> anyhow::Result<()> {
