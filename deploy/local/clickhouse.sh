@@ -32,18 +32,9 @@ LOG_FILE=$LOG_DIR/clickhouse-server.log
 ERR_FILE=$LOG_DIR/clickhouse-server.err.log
 OUT_FILE=$LOG_DIR/clickhouse.out
 
-log() { echo "clickhouse: $*" >&2; }
-
-# Only root can apt-get; on other machines say what is missing instead.
-apt_install() {
-    if [[ $(id -u) -ne 0 ]]; then
-        log "missing $*; install it (apt-get install $*) and retry"
-        exit 1
-    fi
-    log "installing $* with apt-get"
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
-}
+SERVICE=clickhouse
+# shellcheck source=deploy/local/lib.sh
+source "$HERE/lib.sh"
 
 ensure_tools() {
     local pkgs=()
@@ -64,13 +55,6 @@ render_config() {
     done
 }
 
-# True if process $1 exists and is not a zombie (nobody may reap it at once).
-alive() {
-    local state
-    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-    [[ -n $state && $state != Z ]]
-}
-
 # True if $1 is a live clickhouse-server started the way this script starts it
 # (not a reused pid of something else).
 is_server_pid() {
@@ -78,33 +62,9 @@ is_server_pid() {
     [[ $(cmdline "$1") == *'clickhouse-server --config-file='* ]]
 }
 
-cmdline() {
-    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true
-}
-
-# Our server: from the pid file, or else found by its config path (the pid file may
-# be lost or stale, and stop must still work).
+# Our server (see find_server).
 running_pid() {
-    local pid dir
-    if [[ -f $PID_FILE ]]; then
-        pid=$(<"$PID_FILE")
-        if is_server_pid "$pid"; then
-            echo "$pid"
-            return 0
-        fi
-    fi
-    for dir in /proc/[0-9]*; do
-        pid=${dir#/proc/}
-        if is_server_pid "$pid" && [[ "$(cmdline "$pid") " == *"--config-file=$CONF "* ]]; then
-            echo "$pid"
-            return 0
-        fi
-    done
-    return 1
-}
-
-port_open() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+    find_server "$PID_FILE" is_server_pid "--config-file=$CONF"
 }
 
 ping_ok() {
@@ -189,17 +149,7 @@ cmd_stop() {
         log "not running"
         return 0
     fi
-    log "stopping (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while alive "$pid" && ((SECONDS < deadline)); do
-        sleep 0.2
-    done
-    if alive "$pid"; then
-        log "still running after ${STOP_TIMEOUT}s, sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        while alive "$pid"; do sleep 0.1; done
-    fi
+    stop_process "$pid" "$STOP_TIMEOUT"
     rm -f "$PID_FILE"
     log "stopped"
 }

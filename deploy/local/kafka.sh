@@ -36,21 +36,12 @@ CLIENT_PROPS=$RUN_DIR/kafka-client.properties
 LOG_FILE=$LOG_DIR/kafka.log
 OUT_FILE=$LOG_DIR/kafka.out
 
-log() { echo "kafka: $*" >&2; }
+SERVICE=kafka
+# shellcheck source=deploy/local/lib.sh
+source "$HERE/lib.sh"
 
 # Size of kafka.log before this start: what follows it belongs to this start.
 START_LOG_OFFSET=0
-
-# Only root can apt-get; on other machines say what is missing instead.
-apt_install() {
-    if [[ $(id -u) -ne 0 ]]; then
-        log "missing $*; install it (apt-get install $*) and retry"
-        exit 1
-    fi
-    log "installing $* with apt-get"
-    apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
-}
 
 ensure_tools() {
     local pkgs=()
@@ -115,47 +106,15 @@ ensure_formatted() {
     kafka_tool kafka.tools.StorageTool format -t "$cluster_id" -c "$PROPS" -g >/dev/null
 }
 
-# True if process $1 exists and is not a zombie (nobody may reap it at once).
-alive() {
-    local state
-    state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-    [[ -n $state && $state != Z ]]
-}
-
 # True if $1 is a live Kafka broker process (not a reused pid of something else).
 is_kafka_pid() {
     [[ $1 =~ ^[0-9]+$ ]] && alive "$1" || return 1
     [[ $(cmdline "$1") == *' kafka.Kafka '* ]]
 }
 
-cmdline() {
-    tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null || true
-}
-
-# The broker we run: from the pid file, or else found by its config path (the pid
-# file may be lost or stale, and stop must still work).
+# The broker we run (see find_server).
 running_pid() {
-    local pid
-    if [[ -f $PID_FILE ]]; then
-        pid=$(<"$PID_FILE")
-        if is_kafka_pid "$pid"; then
-            echo "$pid"
-            return 0
-        fi
-    fi
-    local dir
-    for dir in /proc/[0-9]*; do
-        pid=${dir#/proc/}
-        if is_kafka_pid "$pid" && [[ "$(cmdline "$pid") " == *" $PROPS "* ]]; then
-            echo "$pid"
-            return 0
-        fi
-    done
-    return 1
-}
-
-port_open() {
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+    find_server "$PID_FILE" is_kafka_pid " $PROPS"
 }
 
 # A real metadata round trip, not just an open port.
@@ -268,17 +227,7 @@ cmd_stop() {
         log "not running"
         return 0
     fi
-    log "stopping (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + STOP_TIMEOUT))
-    while alive "$pid" && ((SECONDS < deadline)); do
-        sleep 0.2
-    done
-    if alive "$pid"; then
-        log "still running after ${STOP_TIMEOUT}s, sending SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        while alive "$pid"; do sleep 0.1; done
-    fi
+    stop_process "$pid" "$STOP_TIMEOUT"
     # The port can linger a moment after the process is gone.
     local until=$((SECONDS + 5))
     while ((SECONDS < until)) && { port_open "$PORT" || port_open "$CONTROLLER_PORT"; }; do
