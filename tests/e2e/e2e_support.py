@@ -208,31 +208,41 @@ def group_members_partitions(group: str) -> list[int]:
     return [len(m.assignment.topic_partitions) for m in desc.members]
 
 
+def _group_consumer(group: str) -> Consumer:
+    return Consumer({"bootstrap.servers": KAFKA_BROKERS, "group.id": group, "enable.auto.commit": False, "log_level": 2})
+
+
+def group_lag(group: str, topic: str, consumer: Consumer | None = None) -> list[tuple[int, int, int]]:
+    """(partition, committed, end) of every partition of `topic` the group has not
+    committed to its end. `consumer` (of that group) is reused when given."""
+    own = consumer is None
+    consumer = consumer or _group_consumer(group)
+    try:
+        parts = [TopicPartition(topic, p) for p in range(topic_partitions(topic))]
+        behind = []
+        for tp in consumer.committed(parts, timeout=10):
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
+            if high > 0 and tp.offset < high:
+                behind.append((tp.partition, tp.offset, high))
+        return behind
+    finally:
+        if own:
+            consumer.close()
+
+
 def wait_group_caught_up(group: str, topic: str, timeout: float = 90) -> None:
     """Wait until the group's committed offset is the end of every partition of `topic`.
 
     The worker commits only after the rows are in ClickHouse, so after this nothing is
     left to replay: a duplicate cannot show up later.
     """
-    consumer = Consumer(
-        {"bootstrap.servers": KAFKA_BROKERS, "group.id": group, "enable.auto.commit": False, "log_level": 2}
-    )
+    consumer = _group_consumer(group)
     try:
-        parts = [TopicPartition(topic, p) for p in range(topic_partitions(topic))]
-
-        def lagging() -> list:
-            behind = []
-            for tp in consumer.committed(parts, timeout=10):
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
-                if high > 0 and tp.offset < high:
-                    behind.append((tp.partition, tp.offset, high))
-            return behind
-
         behind: list = []
 
         def caught_up() -> bool:
             nonlocal behind
-            behind = lagging()
+            behind = group_lag(group, topic, consumer)
             return not behind
 
         wait_until(

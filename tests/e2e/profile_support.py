@@ -37,6 +37,7 @@ from e2e_support import (
     Store,
     ch_scalar,
     data_source,
+    group_lag,
     kafka_admin,
     post,
     topic_partitions,
@@ -192,22 +193,6 @@ def settle(names, store: Store, ids: set[str], timeout: float = CONVERGE_S) -> N
     written for what was sent so far (the worker commits only after the rows are stored)."""
     store.wait_for_ids(ids, timeout=timeout)
     wait_group_caught_up(names.group, names.topic, timeout=timeout)
-
-
-def group_lag(group: str, topic: str) -> list[tuple[int, int, int]]:
-    """(partition, committed, end) of every partition the group has not committed to its end."""
-    consumer = Consumer({"bootstrap.servers": KAFKA_BROKERS, "group.id": group, "enable.auto.commit": False,
-                         "log_level": 2})
-    try:
-        parts = [TopicPartition(topic, p) for p in range(topic_partitions(topic))]
-        behind = []
-        for tp in consumer.committed(parts, timeout=10):
-            _, high = consumer.get_watermark_offsets(TopicPartition(topic, tp.partition), timeout=10)
-            if high > 0 and tp.offset < high:
-                behind.append((tp.partition, tp.offset, high))
-        return behind
-    finally:
-        consumer.close()
 
 
 def wait_all_stored(names, store: Store, ids: set[str], timeout: float) -> None:
