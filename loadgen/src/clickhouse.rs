@@ -19,26 +19,52 @@ use crate::stats::{emit, per_second, round3};
 
 const EVENTS_DDL: &str = include_str!("../../deploy/clickhouse/migrations/0001_events.sql");
 
+/// Where ClickHouse is (shared by `clickhouse` and `freshness`). Explicit ids:
+/// `freshness` has a `url` of its own (the ingest URL).
 #[derive(Debug, Clone, Args)]
-pub struct ClickHouseArgs {
+pub struct ServerArgs {
     #[arg(
-        long,
+        id = "clickhouse_url",
+        long = "clickhouse-url",
         env = "POWEHI_CLICKHOUSE_URL",
         default_value = "http://127.0.0.1:8123"
     )]
     pub url: String,
-    /// Scratch database (created with the events tables; dropped with --drop).
-    #[arg(long)]
-    pub database: String,
-    #[arg(long, env = "POWEHI_CLICKHOUSE_USER", default_value = "default")]
+    #[arg(
+        id = "clickhouse_user",
+        long = "clickhouse-user",
+        env = "POWEHI_CLICKHOUSE_USER",
+        default_value = "default"
+    )]
     pub user: String,
     #[arg(
-        long,
+        id = "clickhouse_password",
+        long = "clickhouse-password",
         env = "POWEHI_CLICKHOUSE_PASSWORD",
         default_value = "",
         hide_env_values = true
     )]
     pub password: String,
+}
+
+impl ServerArgs {
+    /// A client (validation off: ClickHouse 18.16 lacks the formats it needs).
+    pub fn client(&self) -> Client {
+        Client::default()
+            .with_url(&self.url)
+            .with_user(&self.user)
+            .with_password(&self.password)
+            .with_validation(false)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClickHouseArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Scratch database (created with the events tables; dropped with --drop).
+    #[arg(long)]
+    pub database: String,
     /// Rows to insert in all.
     #[arg(long, default_value_t = 1_000_000)]
     pub rows: u64,
@@ -87,15 +113,6 @@ fn schema_config() -> ConfigSnapshot {
     config
 }
 
-/// A client of `url` (validation off: ClickHouse 18.16 lacks the formats it needs).
-pub fn client(url: &str, user: &str, password: &str) -> Client {
-    Client::default()
-        .with_url(url)
-        .with_user(user)
-        .with_password(password)
-        .with_validation(false)
-}
-
 /// The statements of `0001_events.sql` for `database`, split by the worker's
 /// own migration code.
 fn events_ddl(database: &str) -> Vec<String> {
@@ -103,7 +120,7 @@ fn events_ddl(database: &str) -> Vec<String> {
 }
 
 pub async fn run(args: ClickHouseArgs) -> anyhow::Result<()> {
-    let admin = client(&args.url, &args.user, &args.password);
+    let admin = args.server.client();
     admin
         .query(&format!("CREATE DATABASE IF NOT EXISTS {}", args.database))
         .execute()

@@ -16,7 +16,7 @@ use clap::Args;
 use serde_json::json;
 use tokio::time::Instant;
 
-use crate::clickhouse::{client, IdRow};
+use crate::clickhouse::{IdRow, ServerArgs};
 use crate::events::EventGen;
 use crate::http_client::{parse_url, post_request, Url};
 use crate::load::{self, LoadSpec, Requests};
@@ -39,27 +39,14 @@ pub struct FreshnessArgs {
     pub duration: f64,
     #[arg(long, default_value_t = 16)]
     pub connections: usize,
-    #[arg(
-        long,
-        env = "POWEHI_CLICKHOUSE_URL",
-        default_value = "http://127.0.0.1:8123"
-    )]
-    pub clickhouse_url: String,
+    #[command(flatten)]
+    pub clickhouse: ServerArgs,
     /// The workers' database.
     #[arg(long)]
     pub database: String,
     /// Table or view polled.
     #[arg(long, default_value = "event_log")]
     pub table: String,
-    #[arg(long, env = "POWEHI_CLICKHOUSE_USER", default_value = "default")]
-    pub user: String,
-    #[arg(
-        long,
-        env = "POWEHI_CLICKHOUSE_PASSWORD",
-        default_value = "",
-        hide_env_values = true
-    )]
-    pub password: String,
     /// Poll interval.
     #[arg(long, default_value_t = 50)]
     pub poll_ms: u64,
@@ -131,7 +118,7 @@ pub async fn run(args: FreshnessArgs) -> anyhow::Result<()> {
     let sending_done = Arc::new(AtomicBool::new(false));
     let poller = {
         let (seen, done, tracked) = (seen.clone(), sending_done.clone(), tracked.clone());
-        let db = client(&args.clickhouse_url, &args.user, &args.password);
+        let db = args.clickhouse.client();
         let sql = format!(
             "SELECT event_id FROM {}.{} WHERE scope = ? AND event_id LIKE ?",
             args.database, args.table

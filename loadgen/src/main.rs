@@ -68,3 +68,40 @@ fn main() -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `freshness` has its own `--url` (the ingest URL) beside the flattened
+    /// ClickHouse flags: both must parse and land in their own fields.
+    #[test]
+    fn freshness_keeps_the_ingest_url_apart_from_clickhouse() {
+        let args = [
+            "powehi-loadgen",
+            "freshness",
+            "--url",
+            "http://127.0.0.1:1/powehi/smile",
+            "--client-id",
+            "c",
+            "--token",
+            "t",
+            "--database",
+            "d",
+            "--clickhouse-url",
+            "http://127.0.0.1:2",
+        ];
+        let cli = Cli::try_parse_from(args).map_err(|e| e.to_string());
+        let Ok(Cli {
+            command: Command::Freshness(f),
+            ..
+        }) = cli
+        else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(
+            (f.url.as_str(), f.clickhouse.url.as_str()),
+            ("http://127.0.0.1:1/powehi/smile", "http://127.0.0.1:2")
+        );
+    }
+}
