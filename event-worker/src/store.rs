@@ -139,10 +139,6 @@ impl Store {
         )
         .await
     }
-
-    pub async fn ping(&self) -> Result<(), StoreError> {
-        bounded(self.client.query("SELECT 1").execute()).await
-    }
 }
 
 async fn bounded<T>(

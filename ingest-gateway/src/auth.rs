@@ -102,14 +102,6 @@ impl Registry {
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.sources.read().map(|s| s.len()).unwrap_or(0)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The data source `client_id` if `token` is one of its live write keys.
     pub fn authenticate(&self, client_id: &str, token: &str) -> Result<Arc<DataSource>, ApiError> {
         let presented = hash_key(token);
