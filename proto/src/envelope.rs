@@ -79,7 +79,7 @@ mod tests {
             .refusals
             .push(Reason::new(ReasonCode::ScopeMismatch, "$.scope", "no"));
         let bytes = envelope.to_bytes();
-        let decoded = Envelope::from_bytes(&bytes).map_err(|e| e);
+        let decoded = Envelope::from_bytes(&bytes);
         let Ok(decoded) = decoded else {
             panic!("{decoded:?}")
         };

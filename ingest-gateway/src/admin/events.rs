@@ -298,7 +298,7 @@ fn decode_cursor(text: &str) -> Result<Cursor, AdminError> {
             "cursor is not one this API handed out; start again without it".into(),
         )
     };
-    if text.len() % 2 != 0 || text.len() > 2048 {
+    if !text.len().is_multiple_of(2) || text.len() > 2048 {
         return Err(invalid());
     }
     let bytes: Option<Vec<u8>> = (0..text.len())
