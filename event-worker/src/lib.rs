@@ -10,6 +10,7 @@
 //! - [`dedup`]: producer retries (same itemId) dropped within a window.
 //! - [`profiles`]: why profiles stay right with many workers and under replay.
 //! - [`store`]: ClickHouse migrations, inserts and stored offsets.
+//! - [`writer`]: the insert in flight while the next batch fills.
 //! - [`http`], [`metrics`]: probes and Prometheus.
 
 pub mod batch;
@@ -23,6 +24,7 @@ pub mod profiles;
 pub mod replay;
 pub mod rows;
 pub mod store;
+pub mod writer;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +44,7 @@ use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::store::Store;
+use crate::writer::InsertGate;
 
 /// Runs the worker until `shutdown` resolves, then writes the last batch,
 /// commits and leaves the consumer group.
@@ -106,8 +109,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     }
 
-    let (consumer, rebalances) =
-        kafka::consumer(&config, metrics.clone()).context("creating the kafka consumer")?;
+    let insert_gate = Arc::new(InsertGate::default());
+    let (consumer, rebalances) = kafka::consumer(&config, metrics.clone(), insert_gate.clone())
+        .context("creating the kafka consumer")?;
     consumer
         .subscribe(&[&config.kafka.raw_topic])
         .context("subscribing to the raw topic")?;
@@ -122,6 +126,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let pipeline = Pipeline::new(
         consumer,
         rebalances,
+        insert_gate,
         store,
         config.kafka.raw_topic.clone(),
         limits,
@@ -131,9 +136,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         health.sink_ok.clone(),
         stopping,
     );
-    let running = tokio::spawn(pipeline.run());
-    shutdown.await;
-    tracing::info!("shutdown requested");
+    let mut running = tokio::spawn(pipeline.run());
+    tokio::select! {
+        _ = shutdown => tracing::info!("shutdown requested"),
+        // The pipeline only ends on request; if it panicked the process exits
+        // (uncommitted records are read again after the restart).
+        ended = &mut running => {
+            server.stop(true).await;
+            return match ended {
+                Ok(()) => Err(anyhow::anyhow!("the pipeline stopped on its own")),
+                Err(error) => Err(anyhow::anyhow!("the pipeline failed: {error}")),
+            };
+        }
+    }
     let _ = stop.send(true);
     if let Err(error) = running.await {
         tracing::error!(%error, "pipeline task failed");

@@ -4,14 +4,17 @@
 //! ClickHouse (as an event or a rejection), and a record is written at most once
 //! (see [`crate::replay`]). Records of one partition are handled in order.
 //!
-//! One task does everything in sequence, which is what makes rebalances simple:
-//! rebalance callbacks only run inside `recv()`, and no insert is ever in flight
-//! while `recv()` runs, so when a partition is revoked the only thing to do is to
-//! forget its unwritten rows (the new owner reads them from the committed offset).
+//! One task consumes, decodes and batches; a full batch is written by a task of
+//! its own while the next one fills (see [`crate::writer`]), and is committed
+//! before the next one is handed over, so commits stay in order. Rebalance
+//! callbacks only run inside `recv()`; a revoke waits there until the insert in
+//! flight is over, so when a partition is revoked the only thing left to do is
+//! to forget its unwritten rows (the new owner reads them from the committed
+//! offset) and not to commit it.
 //! While ClickHouse cannot be written, the owned partitions are paused (no new
 //! records pile up) but the consumer is still polled, so it keeps its group
-//! membership and still serves rebalances; the batch is retried with backoff
-//! until it is written. Nothing is dropped.
+//! membership and still serves rebalances; the failed batch is retried with
+//! backoff, in line, until it is written. Nothing is dropped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +27,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use proto::follower::ConfigFollower;
 
@@ -35,6 +39,7 @@ use crate::profiles::ProfileCounter;
 use crate::replay::StoredOffsets;
 use crate::rows::{decode, Decoded, Position};
 use crate::store::{Store, StoreError};
+use crate::writer::{self, InsertGate, Written};
 
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -48,7 +53,16 @@ pub struct Pipeline {
     /// Event schemas, as of the config log.
     config: Arc<ConfigFollower>,
     profiles: ProfileCounter,
+    /// The batch filling up.
     batch: Batch,
+    /// The batch being written, at most one.
+    writing: Option<JoinHandle<Written>>,
+    /// Partitions revoked while that batch was written: not to be committed,
+    /// and not to be written again if the insert failed.
+    revoked_while_writing: BTreeSet<i32>,
+    /// A batch whose insert failed, retried before anything else is written.
+    retrying: Batch,
+    insert_gate: Arc<InsertGate>,
     /// Partitions this worker owns now.
     assignment: BTreeSet<i32>,
     /// Per owned partition, the offsets already stored (absent: not asked yet).
@@ -71,6 +85,7 @@ impl Pipeline {
     pub fn new(
         consumer: StreamConsumer<WorkerContext>,
         rebalances: mpsc::Receiver<RebalanceEvent>,
+        insert_gate: Arc<InsertGate>,
         store: Store,
         topic: String,
         limits: Limits,
@@ -90,6 +105,10 @@ impl Pipeline {
             config,
             profiles: ProfileCounter::default(),
             batch: Batch::default(),
+            writing: None,
+            revoked_while_writing: BTreeSet::new(),
+            retrying: Batch::default(),
+            insert_gate,
             assignment: BTreeSet::new(),
             stored: HashMap::new(),
             recent,
@@ -123,6 +142,12 @@ impl Pipeline {
                         None => {}
                     },
                     _ = sleep_until(deadline), if deadline.is_some() => {}
+                    written = in_flight(&mut self.writing) => {
+                        self.writing = None;
+                        if self.settle(written).await.is_err() {
+                            break;
+                        }
+                    }
                 }
                 self.apply_rebalances();
             }
@@ -137,15 +162,25 @@ impl Pipeline {
         self.finish().await;
     }
 
-    /// Final flush and commit on shutdown; records not written stay uncommitted
-    /// and are read again by whoever owns their partition next.
+    /// Final writes and commits on shutdown; records not written stay
+    /// uncommitted and are read again by whoever owns their partition next.
     async fn finish(mut self) {
         tracing::info!(
             rows = self.batch.rows(),
             "shutting down: writing the last batch"
         );
-        if !self.batch.is_empty() {
-            match self.write_batch_once().await {
+        let mut earlier_written = true;
+        if let Some(mut task) = self.writing.take() {
+            let mut written = join(&mut task).await;
+            self.forget_revoked(&mut written.batch);
+            earlier_written = written.result.is_ok();
+            if earlier_written {
+                self.commit(&written.batch.finish());
+            }
+        }
+        // A later batch is committed only once every earlier one is written.
+        if earlier_written && self.retrying.is_empty() && !self.batch.is_empty() {
+            match writer::write_once(&self.store, &self.metrics, &mut self.batch).await {
                 Ok(()) => {
                     let offsets = self.batch.finish();
                     self.commit(&offsets);
@@ -154,6 +189,8 @@ impl Pipeline {
                     tracing::warn!(%error, "last batch not written; it will be read again")
                 }
             }
+        } else if !earlier_written || !self.retrying.is_empty() {
+            tracing::warn!("a batch could not be written; it and later records will be read again");
         }
         self.consumer.unsubscribe();
         tracing::info!("stopped");
@@ -271,33 +308,69 @@ impl Pipeline {
         }
     }
 
-    /// Writes the batch (retrying until ClickHouse takes it) and commits.
+    /// Hands the full batch to the writer, once the one before it is written
+    /// and committed.
     async fn flush(&mut self) -> Result<(), ShuttingDown> {
-        loop {
-            match self.write_batch_once().await {
-                Ok(()) => break,
-                Err(error) => {
-                    self.wait_for_clickhouse(error).await?;
-                    // A failed INSERT may still have been written (the answer was
-                    // lost, not the rows): never retry rows that are stored.
-                    self.forget_stored_rows().await?;
-                }
-            }
+        if let Some(mut task) = self.writing.take() {
+            let written = join(&mut task).await;
+            self.settle(written).await?;
         }
-        self.resume_if_paused();
-        let offsets = self.batch.finish();
-        self.commit(&offsets);
+        let batch = std::mem::take(&mut self.batch);
+        self.writing = Some(writer::spawn(
+            self.store.clone(),
+            self.metrics.clone(),
+            &self.insert_gate,
+            batch,
+        ));
         Ok(())
     }
 
-    /// Drops from the batch every row ClickHouse already holds.
+    /// After a write attempt: retries what is left until it is written, then
+    /// commits. Partitions revoked meanwhile are neither written nor committed.
+    async fn settle(&mut self, written: Written) -> Result<(), ShuttingDown> {
+        let Written { mut batch, result } = written;
+        self.forget_revoked(&mut batch);
+        if let Err(error) = result {
+            self.retrying = batch;
+            self.retry(error).await?;
+            batch = std::mem::take(&mut self.retrying);
+        }
+        self.commit(&batch.finish());
+        Ok(())
+    }
+
+    fn forget_revoked(&mut self, batch: &mut Batch) {
+        let revoked = std::mem::take(&mut self.revoked_while_writing);
+        if !revoked.is_empty() {
+            batch.drop_partitions(&revoked.into_iter().collect::<Vec<_>>());
+        }
+    }
+
+    /// Writes `self.retrying` until ClickHouse takes it, pausing consumption
+    /// meanwhile; nothing else is written (or in flight) until then.
+    async fn retry(&mut self, mut error: StoreError) -> Result<(), ShuttingDown> {
+        loop {
+            self.wait_for_clickhouse(error).await?;
+            // A failed INSERT may still have been written (the answer was
+            // lost, not the rows): never retry rows that are stored.
+            self.forget_stored_rows().await?;
+            match writer::write_once(&self.store, &self.metrics, &mut self.retrying).await {
+                Ok(()) => break,
+                Err(next) => error = next,
+            }
+        }
+        self.resume_if_paused();
+        Ok(())
+    }
+
+    /// Drops from the batch being retried every row ClickHouse already holds.
     async fn forget_stored_rows(&mut self) -> Result<(), ShuttingDown> {
-        for (partition, from) in self.batch.lowest_offsets() {
+        for (partition, from) in self.retrying.lowest_offsets() {
             let offsets = self
                 .with_clickhouse(|store| async move { store.stored_offsets(partition, from).await })
                 .await?;
             if !offsets.is_empty() {
-                let dropped = self.batch.drop_stored(partition, &offsets);
+                let dropped = self.retrying.drop_stored(partition, &offsets);
                 if dropped > 0 {
                     tracing::info!(
                         partition,
@@ -307,36 +380,6 @@ impl Pipeline {
                     self.metrics.records_skipped.inc_by(dropped as u64);
                 }
             }
-        }
-        Ok(())
-    }
-
-    /// One attempt. Each table's rows are forgotten as soon as they are written,
-    /// so a retry never writes them twice.
-    async fn write_batch_once(&mut self) -> Result<(), StoreError> {
-        let started = Instant::now();
-        let rows = self.batch.rows();
-        if !self.batch.events.is_empty() {
-            self.store.insert_events(&self.batch.events).await?;
-            self.metrics
-                .rows_inserted
-                .with_label_values(&["events"])
-                .inc_by(self.batch.events.len() as u64);
-            self.batch.events.clear();
-        }
-        if !self.batch.rejected.is_empty() {
-            self.store.insert_rejected(&self.batch.rejected).await?;
-            self.metrics
-                .rows_inserted
-                .with_label_values(&["rejected_events"])
-                .inc_by(self.batch.rejected.len() as u64);
-            self.batch.rejected.clear();
-        }
-        if rows > 0 {
-            self.metrics
-                .insert_duration
-                .observe(started.elapsed().as_secs_f64());
-            self.metrics.batch_rows.observe(rows as f64);
         }
         Ok(())
     }
@@ -430,6 +473,10 @@ impl Pipeline {
                 RebalanceEvent::Revoked(partitions) => {
                     tracing::info!(?partitions, "partitions revoked");
                     self.batch.drop_partitions(&partitions);
+                    self.retrying.drop_partitions(&partitions);
+                    if self.writing.is_some() {
+                        self.revoked_while_writing.extend(&partitions);
+                    }
                     self.held.retain(|m| !partitions.contains(&m.partition()));
                     for partition in &partitions {
                         self.assignment.remove(partition);
@@ -505,6 +552,26 @@ async fn recv_or_tick(
     match tokio::time::timeout(POLL_TICK, consumer.recv()).await {
         Ok(received) => Some(received.map(|message| message.detach())),
         Err(_) => None,
+    }
+}
+
+/// The outcome of the insert in flight; never resolves when there is none.
+async fn in_flight(writing: &mut Option<JoinHandle<Written>>) -> Written {
+    match writing {
+        Some(task) => join(task).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A writer task only ends by returning: if it panicked, the pipeline panics
+/// too rather than commit past rows it never wrote.
+async fn join(task: &mut JoinHandle<Written>) -> Written {
+    match task.await {
+        Ok(written) => written,
+        Err(error) => match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(error) => panic!("writer task cancelled: {error}"),
+        },
     }
 }
 

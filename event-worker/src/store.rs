@@ -25,7 +25,7 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
-const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
