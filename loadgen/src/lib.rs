@@ -11,7 +11,8 @@
 //! - [`load`]: N connections, closed or open loop.
 //! - subcommands: [`http`] (load on the gateway), [`baseline`] (trivial
 //!   actix-web server), [`kafka`] (raw producer, preload, topics),
-//!   [`clickhouse`] (raw RowBinary inserts), [`freshness`] (ack → visible).
+//!   [`clickhouse`] (raw RowBinary inserts), [`freshness`] (ack → visible),
+//!   [`slow_proxy`] (a ClickHouse made slow on demand).
 //!
 //! Every measurement prints one JSON line on stdout and a readable line on
 //! stderr; `bench/run.sh` collects the JSON into BENCHMARKS.md.
@@ -26,4 +27,5 @@ pub mod kafka;
 pub mod load;
 pub mod rng;
 pub mod schedule;
+pub mod slow_proxy;
 pub mod stats;

@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 
-use loadgen::{baseline, clickhouse, events, freshness, http, kafka};
+use loadgen::{baseline, clickhouse, events, freshness, http, kafka, slow_proxy};
 
 /// Load generator and baselines of the Powehi benchmark (bench/run.sh).
 #[derive(Debug, Parser)]
@@ -28,6 +28,8 @@ enum Command {
     Clickhouse(clickhouse::ClickHouseArgs),
     /// HTTP ack → visible in event_log, at a fixed rate.
     Freshness(freshness::FreshnessArgs),
+    /// A TCP proxy that delays what clients send (a slow ClickHouse on demand).
+    SlowProxy(slow_proxy::SlowProxyArgs),
     /// Print a POWEHI_BOOTSTRAP file: data sources `id:key` and the generated types' schemas.
     Bootstrap {
         /// `id:write-key`, repeatable.
@@ -51,6 +53,7 @@ fn main() -> anyhow::Result<()> {
         Command::Topics(args) => runtime()?.block_on(kafka::delete_topics(args)),
         Command::Clickhouse(args) => runtime()?.block_on(clickhouse::run(args)),
         Command::Freshness(args) => runtime()?.block_on(freshness::run(args)),
+        Command::SlowProxy(args) => runtime()?.block_on(slow_proxy::run(args)),
         Command::Bootstrap { sources } => {
             let pairs = sources
                 .iter()

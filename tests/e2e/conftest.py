@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import socket
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from e2e_support import (
     CLICKHOUSE_URL,
     GATEWAY_BIN,
     KAFKA_BROKERS,
+    LOADGEN_BIN,
     KAFKA_SCRIPT,
     START_TIMEOUT_S,
     TARGET_DIR,
@@ -72,7 +74,7 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.fixture(scope="session")
 def binaries() -> None:
-    for path in (GATEWAY_BIN, WORKER_BIN):
+    for path in (GATEWAY_BIN, WORKER_BIN, LOADGEN_BIN):
         if not os.access(path, os.X_OK):
             pytest.fail(f"{path} is missing: build it with `cargo build --release` (CARGO_TARGET_DIR={TARGET_DIR})")
 
@@ -275,6 +277,36 @@ def pipeline(start_gateway, start_worker) -> tuple[Proc, Proc]:
     gateway = start_gateway()
     worker = start_worker()
     return gateway, worker
+
+
+@pytest.fixture
+def slow_clickhouse(services, tmp_path):
+    """slow_clickhouse(delay_ms, only_with=None) -> the URL of a proxy to ClickHouse that holds
+    back what a client sends for delay_ms (only chunks containing `only_with`, if given):
+    `powehi-loadgen slow-proxy`. Stopped at teardown."""
+    proxies: list[subprocess.Popen] = []
+
+    def start(delay_ms: int, only_with: str | None = None) -> str:
+        port = free_port()
+        upstream = CLICKHOUSE_URL.split("://", 1)[1].split("/", 1)[0]
+        args = [str(LOADGEN_BIN), "slow-proxy", "--listen", f"127.0.0.1:{port}", "--upstream", upstream]
+        args += ["--delay-ms", str(delay_ms)] + (["--only-with", only_with] if only_with else [])
+        with open(tmp_path / f"slow-proxy-{port}.log", "wb") as log:
+            popen = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        _ALL_POPENS.append(popen)
+        proxies.append(popen)
+        wait_until(lambda: _listening(port), START_TIMEOUT_S, what=f"slow-proxy on port {port}")
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for popen in proxies:
+        popen.kill()
+        popen.wait(timeout=10)
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.fixture

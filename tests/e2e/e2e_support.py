@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[2]
 TARGET_DIR = Path(os.environ.get("CARGO_TARGET_DIR", "/var/cache/powehi/target"))
 GATEWAY_BIN = TARGET_DIR / "release" / "ingest-gateway"
 WORKER_BIN = TARGET_DIR / "release" / "event-worker"
+LOADGEN_BIN = TARGET_DIR / "release" / "powehi-loadgen"
 KAFKA_BROKERS = os.environ.get("POWEHI_KAFKA_BROKERS", "127.0.0.1:9092")
 CLICKHOUSE_URL = os.environ.get("POWEHI_CLICKHOUSE_URL", "http://127.0.0.1:8123").rstrip("/")
 KAFKA_SCRIPT = REPO / "deploy" / "local" / "kafka.sh"

@@ -13,9 +13,8 @@ import subprocess
 
 import pytest
 
-from e2e_support import REPO, TARGET_DIR
+from e2e_support import LOADGEN_BIN, REPO, TARGET_DIR
 
-LOADGEN_BIN = TARGET_DIR / "release" / "powehi-loadgen"
 SMOKE_TIMEOUT_S = 180
 
 SECTIONS = [

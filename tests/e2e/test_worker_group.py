@@ -1,5 +1,6 @@
 """Workers of one consumer group share the raw topic's partitions; when one stops (SIGTERM),
-the survivor takes over all of them and nothing is lost or stored twice."""
+the survivor takes over all of them, and when one joins while the other has an INSERT in
+flight, the partitions move only once that INSERT is over: nothing is lost or stored twice."""
 
 from __future__ import annotations
 
@@ -47,3 +48,53 @@ def test_survivor_takes_all_partitions_after_sigterm_of_the_other_worker(names, 
     store.assert_each_stored_once(stream.acked)
     assert store.count("events") == len(stream.acked)
     assert first.assigned_partitions() == PARTITIONS
+
+
+# Under ClickHouse's keep_alive_timeout (3 s): a request held back longer finds its pooled
+# connection closed by the server.
+INSERT_DELAY_MS = 2000
+SLOW_REQUESTS = 400  # about 20 s of traffic: the second worker joins while it flows
+SLOW_EVENTS_PER_REQUEST = 20
+
+
+def test_partitions_move_only_once_the_insert_in_flight_is_over(
+    names, start_gateway, start_worker, store, slow_clickhouse
+):
+    """The first worker writes through a proxy that holds every INSERT back for 2 s, so one
+    of its INSERTs is always in flight while it keeps consuming the next batch. A second
+    worker joins and takes half of the partitions. The first worker's revoke must wait for
+    the INSERT: if it gave the partitions up at once, the second worker would ask ClickHouse
+    what is stored before those rows land, read them again and store them twice."""
+    gateway = start_gateway()
+    slow_url = slow_clickhouse(INSERT_DELAY_MS, only_with="INSERT")
+    first = start_worker(POWEHI_CLICKHOUSE_URL=slow_url)
+    stream = EventStream(
+        gateway,
+        requests_total=SLOW_REQUESTS,
+        events_per_request=SLOW_EVENTS_PER_REQUEST,
+        threads=2,
+        interval=0.1,
+        max_seconds=180,
+    ).start()
+    wait_until(
+        lambda: (first.metric("powehi_worker_rows_inserted_total", table="events") or 0) > 0,
+        60,
+        what="the first worker to insert rows through the slow proxy",
+    )
+    assert len(stream.acked) < SLOW_REQUESTS * SLOW_EVENTS_PER_REQUEST, "the stream ended before the second worker joined"
+    second = start_worker(wait="ready")
+    wait_until(
+        lambda: first.assigned_partitions() > 0 and second.assigned_partitions() > 0,
+        60,
+        what="both workers to own partitions",
+    )
+
+    stream.join(timeout=180)
+    assert stream.statuses == {200: SLOW_REQUESTS}, stream.statuses
+    store.wait_for_ids(stream.acked, timeout=120)
+    wait_group_caught_up(names.group, names.topic, timeout=90)
+    store.assert_each_stored_once(stream.acked)
+    assert store.count("events") == len(stream.acked)
+    assert "revoke waited for the insert in flight" in first.log_path.read_text(), (
+        "the rebalance did not meet an INSERT in flight: the test proved nothing"
+    )
