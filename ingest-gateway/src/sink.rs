@@ -55,6 +55,9 @@ impl KafkaSink {
             )
             .set("linger.ms", config.kafka_linger_ms.to_string())
             .set("compression.type", "lz4")
+            // TCP_NODELAY, as the Java client does: Nagle held small produce
+            // requests back behind unacknowledged ones and stretched the ack tail.
+            .set("socket.nagle.disable", "true")
             // Bounded memory: with this much unacknowledged data queued the producer
             // answers QueueFull and requests wait instead of growing the heap.
             .set("queue.buffering.max.kbytes", "131072")

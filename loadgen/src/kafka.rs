@@ -110,6 +110,7 @@ pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
         .set("acks", "all")
         .set("linger.ms", args.linger_ms.to_string())
         .set("compression.type", "lz4")
+        .set("socket.nagle.disable", "true") // as the gateway
         .set("queue.buffering.max.kbytes", "131072")
         .set("queue.buffering.max.messages", "500000")
         .create()?;
