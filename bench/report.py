@@ -46,6 +46,7 @@ kafka, clickhouse, preload = load("kafka"), load("clickhouse"), load("preload")
 workers = {n: load(f"worker{n}") for n in (1, 2)}
 fresh = load("freshness")
 gw_rss, fresh_rss = load("gateway_rss"), load("fresh_rss")
+stall, stall_rss, slow = load("gateway_stall"), load("gateway_stall_rss"), load("worker_slow")
 commands = (WORK / "commands.txt").read_text().strip()
 
 lines: list[str] = ["# Powehi benchmarks", ""]
@@ -180,6 +181,22 @@ lines += [
     f"| gateway | freshness run | {mib(fresh_rss['gateway_peak_rss_kb'])} |",
     f"| worker | freshness run | {mib(fresh_rss['worker_peak_rss_kb'])} |",
     "",
+    "### Memory while Kafka or ClickHouse is slow",
+    "",
+    "Both processes bound what they hold, whatever the speed of what is behind them: the",
+    "gateway holds the requests in flight (one per connection) and a bounded producer queue;",
+    "the worker holds the batch being written, the batch filling, and a bounded prefetch.",
+    "",
+    "| process | slowdown | during it | peak RSS MiB | same at full speed |",
+    "|---|---|---|---:|---:|",
+    f"| gateway | broker paused (SIGSTOP) {stall_rss['stall_seconds']} s, 3 s into a closed-loop run of "
+    f"100-event batches ({stall['elapsed_s']:.0f} s, {stall['connections']} connections) "
+    f"| answers by status {json.dumps(stall['status'])}, latency max {ms(stall['latency_ms']['max'])} ms | {mib(stall_rss['gateway_peak_rss_kb'])} "
+    f"| {mib(gw_rss['gateway_peak_rss_kb'])} |",
+    f"| worker | every INSERT held back {slow['insert_delay_ms']} ms (`powehi-loadgen slow-proxy`) "
+    f"for {slow['seconds']} s, draining the preloaded topic | {slow['stored']:,} rows stored "
+    f"| {mib(slow['worker_peak_rss_kb'])} | {mib(workers[1]['peak_rss_kb'])} |",
+    "",
 ]
 
 half = open_loop[50]
@@ -221,11 +238,10 @@ lines += [
     "`bench/run.sh`). Sizes can be changed with the `BENCH_*` variables at the top of",
     "`bench/run.sh`.",
     "",
-    "## Not measured yet",
+    "## Profiling",
     "",
-    "- Memory bounded while Kafka or ClickHouse slows down (needs a run with a throttled",
-    "  dependency).",
-    "- Profiling (perf / callgrind) and before/after figures for the fixes it leads to.",
+    "Where the time went, what was changed, and the figures before and after:",
+    "[bench/PROFILING.md](bench/PROFILING.md).",
     "",
 ]
 Path(out).write_text("\n".join(lines))

@@ -49,6 +49,9 @@ if [ "$MODE" = smoke ]; then
     : "${BENCH_FRESH_DURATION:=2}"
     : "${BENCH_MAX_OPEN_RATE:=100}"   # open-loop runs never go above this
     : "${BENCH_WORKER_TIMEOUT:=60}"
+    : "${BENCH_STALL_SECONDS:=1}"     # Kafka paused under load
+    : "${BENCH_SLOW_INSERT_MS:=200}"  # every ClickHouse INSERT held back this long…
+    : "${BENCH_SLOW_SECONDS:=3}"      # …for this long
 else
     : "${BENCH_DURATION:=20}"
     : "${BENCH_WARMUP:=3}"
@@ -62,6 +65,12 @@ else
     : "${BENCH_FRESH_DURATION:=30}"
     : "${BENCH_MAX_OPEN_RATE:=1000000}"
     : "${BENCH_WORKER_TIMEOUT:=900}"
+    # Under the broker's session timeout (9 s): a longer pause makes the KRaft
+    # controller in the same process fence its own broker when both wake up.
+    : "${BENCH_STALL_SECONDS:=6}"
+    # Under ClickHouse's keep_alive_timeout (3 s), or pooled connections break.
+    : "${BENCH_SLOW_INSERT_MS:=2000}"
+    : "${BENCH_SLOW_SECONDS:=30}"
 fi
 : "${BENCH_LOADGEN_THREADS:=1}"
 
@@ -83,9 +92,10 @@ PRELOAD_TOPIC=powehi.bench.$ID.preload  # what the workers read
 KAFKA_TOPIC=powehi.bench.$ID.kafka      # raw producer baseline
 DB=powehi_bench_$ID
 TOPICS="$CONFIG_TOPIC,$RAW_LOAD,$RAW_FRESH,$PRELOAD_TOPIC,$KAFKA_TOPIC"
-DATABASES="${DB}_fresh ${DB}_w1 ${DB}_w2 ${DB}_ch"
+DATABASES="${DB}_fresh ${DB}_w1 ${DB}_w2 ${DB}_ch ${DB}_slow"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/powehi-bench.XXXXXX")
 PIDS=()
+KAFKA_PAUSED=""  # the broker's pid while it is paused (cleanup resumes it)
 
 log() { echo "bench: $*" >&2; }
 
@@ -105,6 +115,7 @@ stop_pid() {
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM
+    [ -n "$KAFKA_PAUSED" ] && kill -CONT "$KAFKA_PAUSED" 2>/dev/null
     for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
     "$LOADGEN" topics --delete "$TOPICS" >/dev/null 2>&1 || log "could not delete topics $TOPICS"
     for db in $DATABASES; do ch "DROP DATABASE IF EXISTS $db" >/dev/null 2>&1 || true; done
@@ -193,11 +204,11 @@ start_gateway() {  # NAME RAW_TOPIC DATABASE -> sets GW_PID GW_URL
     wait_ready "http://127.0.0.1:$port/readyz" "$GW_PID" "$name"
 }
 
-start_worker() {  # NAME RAW_TOPIC DATABASE GROUP -> sets W_PID
-    local name=$1 port
+start_worker() {  # NAME RAW_TOPIC DATABASE GROUP [CLICKHOUSE_URL] -> sets W_PID
+    local name=$1 port url=${5:-$CH}
     port=$(free_port)
-    echo "POWEHI_RAW_TOPIC=$2 POWEHI_CONFIG_TOPIC=$CONFIG_TOPIC POWEHI_CLICKHOUSE_DATABASE=$3 POWEHI_CONSUMER_GROUP=$4 event-worker" >>"$WORK/commands.txt"
-    POWEHI_WORKER_HTTP_ADDR=127.0.0.1:$port POWEHI_RAW_TOPIC=$2 \
+    echo "POWEHI_RAW_TOPIC=$2 POWEHI_CONFIG_TOPIC=$CONFIG_TOPIC POWEHI_CLICKHOUSE_DATABASE=$3 POWEHI_CONSUMER_GROUP=$4${5:+ POWEHI_CLICKHOUSE_URL=$5} event-worker" >>"$WORK/commands.txt"
+    POWEHI_CLICKHOUSE_URL=$url POWEHI_WORKER_HTTP_ADDR=127.0.0.1:$port POWEHI_RAW_TOPIC=$2 \
         POWEHI_CONFIG_TOPIC=$CONFIG_TOPIC POWEHI_CLICKHOUSE_DATABASE=$3 \
         POWEHI_CONSUMER_GROUP=$4 POWEHI_LOG=warn \
         "$BIN/event-worker" >"$WORK/$name.log" 2>&1 &
@@ -312,6 +323,45 @@ measure freshness freshness --url "$GW_URL" --client-id "$CLIENT" --token "$KEY"
     --database "${DB}_fresh" --table event_log
 echo "{\"gateway_peak_rss_kb\": $(peak_rss_kb "$GW_FRESH_PID"), \"worker_peak_rss_kb\": $(peak_rss_kb "$W_FRESH_PID")}" >"$WORK/fresh_rss.json"
 stop_started "$GW_FRESH_PID" "$W_FRESH_PID"
+
+# ------------------------------------------------------------------ 7. memory while a dependency is slow
+# The gateway at max load (batches of 100) while the broker is paused: requests
+# wait for their acknowledgements, nothing piles up beyond them.
+KAFKA_PID=$("$ROOT/deploy/local/kafka.sh" pid)
+start_gateway gateway_stall "$RAW_LOAD" "${DB}_fresh"
+(
+    sleep 3
+    kill -STOP "$KAFKA_PID"
+    sleep "$BENCH_STALL_SECONDS"
+    kill -CONT "$KAFKA_PID"
+) &
+STALLER=$!
+KAFKA_PAUSED=$KAFKA_PID
+echo "kill -STOP <kafka pid>; sleep $BENCH_STALL_SECONDS; kill -CONT <kafka pid>   # 3 s into the next run" >>"$WORK/commands.txt"
+measure gateway_stall http --url "$GW_URL" --client-id "$CLIENT" --token "$KEY" \
+    --duration $((BENCH_STALL_SECONDS + 8)) --warmup 0 --batch 100 --connections "$BENCH_CONNECTIONS" "${REQ_CAP[@]}"
+wait "$STALLER"
+KAFKA_PAUSED=""
+echo "{\"stall_seconds\": $BENCH_STALL_SECONDS, \"gateway_peak_rss_kb\": $(peak_rss_kb "$GW_PID")}" >"$WORK/gateway_stall_rss.json"
+stop_started "$GW_PID"
+
+# A worker draining the preloaded topic while every INSERT is held back.
+SLOW_PORT=$(free_port)
+echo "powehi-loadgen slow-proxy --listen 127.0.0.1:$SLOW_PORT --upstream ${CH#*://} --delay-ms $BENCH_SLOW_INSERT_MS --only-with INSERT" >>"$WORK/commands.txt"
+"$LOADGEN" slow-proxy --listen "127.0.0.1:$SLOW_PORT" --upstream "${CH#*://}" \
+    --delay-ms "$BENCH_SLOW_INSERT_MS" --only-with INSERT >"$WORK/slow-proxy.log" 2>&1 &
+PROXY_PID=$!
+PIDS+=("$PROXY_PID")
+wait_port "$SLOW_PORT" "$PROXY_PID" slow-proxy
+start_worker worker_slow "$PRELOAD_TOPIC" "${DB}_slow" "powehi-bench-$ID-slow" "http://127.0.0.1:$SLOW_PORT"
+log "worker with every INSERT held back ${BENCH_SLOW_INSERT_MS} ms, for ${BENCH_SLOW_SECONDS} s"
+sleep "$BENCH_SLOW_SECONDS"
+slow_rss=$(peak_rss_kb "$W_PID")
+stop_started "$W_PID" "$PROXY_PID"
+slow_stored=$(ch "SELECT (SELECT count() FROM ${DB}_slow.events) + (SELECT count() FROM ${DB}_slow.rejected_events)")
+echo "{\"insert_delay_ms\": $BENCH_SLOW_INSERT_MS, \"seconds\": $BENCH_SLOW_SECONDS, \"stored\": $slow_stored, \"worker_peak_rss_kb\": $slow_rss}" >"$WORK/worker_slow.json"
+log "slow ClickHouse: $(cat "$WORK/worker_slow.json")"
+ch "DROP DATABASE IF EXISTS ${DB}_slow" >/dev/null
 
 # ------------------------------------------------------------------ report
 KAFKA_VERSION=$(sed -n 's/^KAFKA_VERSION=\([^ ]*\).*/\1/p' "$ROOT/deploy/local/kafka.sh" | head -n 1)

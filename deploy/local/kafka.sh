@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Local single-node Apache Kafka (KRaft, no Docker) for `make run`, `make test` and CI.
 #
-#   deploy/local/kafka.sh {start|stop|status|restart}
+#   deploy/local/kafka.sh {start|stop|status|restart|pid}
+#
+# `pid` prints the broker's process id (the benchmark pauses it to show the gateway's
+# memory stays bounded while Kafka stalls).
 #
 # Kafka has no Debian package: the broker's jars are resolved from Maven once into
 # $POWEHI_CACHE/kafka-<version>/libs (outside the checkout) and run with plain java.
@@ -258,16 +261,16 @@ cmd_status() {
 main() {
     local cmd=${1:-}
     case $cmd in
-    start | stop | status | restart) ;;
+    start | stop | status | restart | pid) ;;
     *)
-        echo "usage: $0 {start|stop|status|restart}" >&2
+        echo "usage: $0 {start|stop|status|restart|pid}" >&2
         exit 2
         ;;
     esac
     mkdir -p "$RUN_DIR" "$LOG_DIR"
     write_client_props
     # Serialize start/stop/restart of the same cache (e.g. up.sh racing a test).
-    if [[ $cmd != status ]]; then
+    if [[ $cmd != status && $cmd != pid ]]; then
         exec 9>"$RUN_DIR/kafka.lock"
         flock 9
     fi
@@ -275,6 +278,7 @@ main() {
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
+    pid) running_pid ;;
     restart)
         cmd_stop
         cmd_start

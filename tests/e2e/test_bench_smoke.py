@@ -25,6 +25,7 @@ SECTIONS = [
     "### Worker vs raw ClickHouse insert",
     "### Freshness: HTTP ack to visible in `event_log`",
     "### Peak memory (VmHWM)",
+    "### Memory while Kafka or ClickHouse is slow",
     "## Targets (issue 5)",
     "## Commands",
 ]
@@ -77,6 +78,7 @@ def test_smoke_benchmark_writes_every_section_with_numbers(services, tmp_path):
         "### Worker vs raw ClickHouse insert": [1],
         "### Freshness: HTTP ack to visible in `event_log`": [0, 1, 2, 5, 7],
         "### Peak memory (VmHWM)": [2],
+        "### Memory while Kafka or ClickHouse is slow": [3, 4],
     }
     for heading, columns in numeric_columns.items():
         rows = table_rows(section(text, heading))
@@ -94,6 +96,10 @@ def test_smoke_benchmark_writes_every_section_with_numbers(services, tmp_path):
     for row in table_rows(section(text, "### Worker vs raw ClickHouse insert"))[1:]:
         accepted, rejected = (int(x.replace(",", "")) for x in row[3].split(" / "))
         assert accepted > 0 and rejected == 0, row
+
+    # The slowed-down worker still stored rows, through the proxy that held its INSERTs back.
+    slow_worker = table_rows(section(text, "### Memory while Kafka or ClickHouse is slow"))[1]
+    assert re.match(r"^[1-9][\d,]* rows stored$", slow_worker[2]), slow_worker
 
     targets = table_rows(section(text, "## Targets (issue 5)"))
     assert len(targets) >= 5 and all(r[1] for r in targets), targets
