@@ -7,7 +7,7 @@
 //! it: it was not visible at the start of the poll before, so the figure
 //! over-states freshness by at most one poll interval (`--poll-ms`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -59,6 +59,10 @@ pub struct FreshnessArgs {
     pub seed: u64,
 }
 
+/// How far before the oldest event not yet seen a poll starts looking (its
+/// send time on this machine's clock against the gateway's receive time).
+const POLL_MARGIN_MS: i64 = 2_000;
+
 /// Generates each request on demand (its `itemId` is its index) and keeps the
 /// ack time of every accepted one.
 struct Tracked {
@@ -67,12 +71,28 @@ struct Tracked {
     prefix: String,
     gen: Mutex<EventGen>,
     acks: Mutex<HashMap<u64, Instant>>,
+    /// Events sent and not seen yet (not refused either), with their send time
+    /// in epoch ms: a poll only asks for events received since the oldest one,
+    /// so its answer stays small however long the run (asking for every event
+    /// of the run made each poll return hundreds of thousands of ids, and the
+    /// load generator fell behind its own schedule parsing them).
+    unseen: Mutex<BTreeMap<u64, i64>>,
+}
+
+impl Tracked {
+    /// The `received_at_ms` a poll starts from.
+    fn poll_since_ms(&self) -> u64 {
+        let oldest = lock(&self.unseen).values().next().copied();
+        let from = oldest.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+        (from - POLL_MARGIN_MS).max(0) as u64
+    }
 }
 
 impl Requests for Tracked {
     fn request(&self, index: u64) -> Arc<[u8]> {
         let id = format!("{}{index}", self.prefix);
         let now_ms = chrono::Utc::now().timestamp_millis();
+        lock(&self.unseen).insert(index, now_ms);
         let event = lock(&self.gen).event(now_ms, Some(&id));
         let body = json!({ "events": [event] }).to_string();
         let headers: Vec<(&str, &str)> = self
@@ -86,6 +106,8 @@ impl Requests for Tracked {
     fn answered(&self, index: u64, status: u16, at: Instant) {
         if status == 200 {
             lock(&self.acks).insert(index, at);
+        } else {
+            lock(&self.unseen).remove(&index);
         }
     }
 }
@@ -112,6 +134,7 @@ pub async fn run(args: FreshnessArgs) -> anyhow::Result<()> {
         prefix: prefix.clone(),
         gen: Mutex::new(EventGen::new(&args.client_id, args.sessions, args.seed)),
         acks: Mutex::new(HashMap::new()),
+        unseen: Mutex::new(BTreeMap::new()),
     });
 
     let seen: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
@@ -120,7 +143,7 @@ pub async fn run(args: FreshnessArgs) -> anyhow::Result<()> {
         let (seen, done, tracked) = (seen.clone(), sending_done.clone(), tracked.clone());
         let db = args.clickhouse.client();
         let sql = format!(
-            "SELECT event_id FROM {}.{} WHERE scope = ? AND event_id LIKE ?",
+            "SELECT event_id FROM {}.{} WHERE scope = ? AND received_at_ms >= ? AND event_id LIKE ?",
             args.database, args.table
         );
         let (scope, pattern) = (args.client_id.clone(), format!("{prefix}%"));
@@ -137,15 +160,17 @@ pub async fn run(args: FreshnessArgs) -> anyhow::Result<()> {
                 match db
                     .query(&sql)
                     .bind(&scope)
+                    .bind(tracked.poll_since_ms())
                     .bind(&pattern)
                     .fetch_all::<IdRow>()
                     .await
                 {
                     Ok(rows) => {
-                        let mut seen = lock(&seen);
+                        let (mut seen, mut unseen) = (lock(&seen), lock(&tracked.unseen));
                         for row in rows {
                             if let Some(i) = index_of(&prefix, &row.event_id) {
                                 seen.entry(i).or_insert(polled_at);
+                                unseen.remove(&i);
                             }
                         }
                     }
@@ -220,6 +245,33 @@ pub async fn run(args: FreshnessArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tracked() -> Tracked {
+        Tracked {
+            url: parse_url("http://127.0.0.1:1/powehi/smile").unwrap(),
+            headers: Vec::new(),
+            prefix: "fresh-abc-".into(),
+            gen: Mutex::new(EventGen::new("c", 10, 1)),
+            acks: Mutex::new(HashMap::new()),
+            unseen: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    #[test]
+    fn polls_start_before_the_oldest_event_not_seen_yet() {
+        let t = tracked();
+        for (index, sent_ms) in [(0, 10_000), (1, 11_000), (2, 12_000)] {
+            lock(&t.unseen).insert(index, sent_ms);
+        }
+        assert_eq!(t.poll_since_ms(), 8_000);
+        // Seen, or refused (no 200): no longer holds the polls back.
+        lock(&t.unseen).remove(&0);
+        t.answered(1, 503, Instant::now());
+        assert_eq!(t.poll_since_ms(), 10_000);
+        assert!(lock(&t.acks).is_empty());
+        t.answered(2, 200, Instant::now());
+        assert_eq!(t.poll_since_ms(), 10_000, "acknowledged but not seen yet");
+    }
 
     #[test]
     fn only_this_runs_ids_are_tracked() {
