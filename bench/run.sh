@@ -73,6 +73,7 @@ else
     : "${BENCH_SLOW_SECONDS:=30}"
 fi
 : "${BENCH_LOADGEN_THREADS:=1}"
+: "${BENCH_KAFKA_WARMUP:=$([ "$MODE" = smoke ] && echo 1 || echo 15)}"  # seconds
 
 for bin in ingest-gateway event-worker powehi-loadgen; do
     if [ ! -x "$BIN/$bin" ]; then
@@ -232,6 +233,13 @@ log "mode $MODE, run $ID, work dir $WORK"
 REQ_CAP=()
 [ -n "$BENCH_REQUESTS" ] && REQ_CAP=(--requests "$BENCH_REQUESTS")
 HTTP_COMMON=(--client-id "$CLIENT" --token "$KEY" --duration "$BENCH_DURATION" --warmup "$BENCH_WARMUP")
+
+# ------------------------------------------------------------------ 0. warm-up
+# A broker just started runs its JIT-compiled paths only after a while: without
+# this, the first measurements (the gateway's) paid for it. Not reported.
+log "warming up the broker (raw producer, not reported)"
+"$LOADGEN" --threads "$BENCH_LOADGEN_THREADS" kafka --topic "$KAFKA_TOPIC" --client-id "$CLIENT" \
+    --duration "$BENCH_KAFKA_WARMUP" >/dev/null 2>"$WORK/kafka-warmup.log"
 
 # ------------------------------------------------------------------ 1. HTTP ceiling
 port=$(free_port)

@@ -166,15 +166,18 @@ mod tests {
             let ended = ended.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(200));
-                *ended.lock().unwrap() = Some(Instant::now());
+                *ended.lock().expect("test step") = Some(Instant::now());
                 drop(guard);
             })
         };
         assert!(gate.wait_idle());
         let returned = Instant::now();
-        let ended = ended.lock().unwrap().expect("the insert ended first");
+        let ended = ended
+            .lock()
+            .expect("test step")
+            .expect("the insert ended first");
         assert!(returned >= ended);
         assert!(!gate.is_busy());
-        writer.join().unwrap();
+        writer.join().expect("test step");
     }
 }

@@ -131,30 +131,30 @@ mod tests {
 
     #[tokio::test]
     async fn bytes_arrive_intact_and_no_sooner_than_the_delay() {
-        let echo = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let upstream = echo.local_addr().unwrap();
+        let echo = TcpListener::bind("127.0.0.1:0").await.expect("test step");
+        let upstream = echo.local_addr().expect("test step");
         tokio::spawn(async move {
-            let (mut socket, _) = echo.accept().await.unwrap();
+            let (mut socket, _) = echo.accept().await.expect("test step");
             let mut received = Vec::new();
-            socket.read_to_end(&mut received).await.unwrap();
-            socket.write_all(&received).await.unwrap();
+            socket.read_to_end(&mut received).await.expect("test step");
+            socket.write_all(&received).await.expect("test step");
         });
-        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let listen = proxy.local_addr().unwrap();
+        let proxy = TcpListener::bind("127.0.0.1:0").await.expect("test step");
+        let listen = proxy.local_addr().expect("test step");
         tokio::spawn(async move {
-            let (client, _) = proxy.accept().await.unwrap();
+            let (client, _) = proxy.accept().await.expect("test step");
             let delay = Delay {
                 by: Duration::from_millis(300),
                 only_with: None,
             };
-            serve(client, upstream, delay).await.unwrap();
+            serve(client, upstream, delay).await.expect("test step");
         });
         let started = Instant::now();
-        let mut client = TcpStream::connect(listen).await.unwrap();
-        client.write_all(b"INSERT 1").await.unwrap();
-        client.shutdown().await.unwrap();
+        let mut client = TcpStream::connect(listen).await.expect("test step");
+        client.write_all(b"INSERT 1").await.expect("test step");
+        client.shutdown().await.expect("test step");
         let mut answer = Vec::new();
-        client.read_to_end(&mut answer).await.unwrap();
+        client.read_to_end(&mut answer).await.expect("test step");
         assert_eq!(answer, b"INSERT 1");
         assert!(started.elapsed() >= Duration::from_millis(300));
     }
