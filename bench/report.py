@@ -45,6 +45,7 @@ open_loop = {p: load(f"gateway_open{p}") for p in (50, 80)}
 kafka, clickhouse, preload = load("kafka"), load("clickhouse"), load("preload")
 workers = {n: load(f"worker{n}") for n in (1, 2)}
 fresh = load("freshness")
+fresh_pipe, pipeline = load("freshness_pipeline"), load("pipeline_b1")
 gw_rss, fresh_rss = load("gateway_rss"), load("fresh_rss")
 stall, stall_rss, slow = load("gateway_stall"), load("gateway_stall_rss"), load("worker_slow")
 commands = (WORK / "commands.txt").read_text().strip()
@@ -158,7 +159,16 @@ lines += [
     "",
 ]
 
+def fresh_row(run: dict, load_name: str) -> str:
+    f, a = run["freshness_ms"], run["ack_latency_ms"]
+    return (
+        f"| {num(run['rate'])} | {run['acked']:,} | {run['visible']:,} | {run['missing']} | {ms(f['p50'])} "
+        f"| {ms(f['p99'])} | {ms(f['max'])} | {ms(a['p99'])} | {load_name} |"
+    )
+
+
 fl, ack = fresh["freshness_ms"], fresh["ack_latency_ms"]
+pfl, pack = fresh_pipe["freshness_ms"], fresh_pipe["ack_latency_ms"]
 lines += [
     "### Freshness: HTTP ack to visible in `event_log`",
     "",
@@ -166,10 +176,15 @@ lines += [
     "(visibility is counted at the start of the first poll that shows the event, so the figures",
     "over-state freshness by at most one poll interval).",
     "",
-    "| rate req/s | acked | visible | missing | p50 ms | p99 ms | max ms | gateway ack p99 ms |",
-    "|---:|---:|---:|---:|---:|---:|---:|---:|",
-    f"| {num(fresh['rate'])} | {fresh['acked']:,} | {fresh['visible']:,} | {fresh['missing']} | {ms(fl['p50'])} "
-    f"| {ms(fl['p99'])} | {ms(fl['max'])} | {ms(ack['p99'])} |",
+    "Two rates: half of the gateway's max measured above (no worker running then), and half of",
+    f"the pipeline's max: {num(pipeline['requests_per_s'])} single-event req/s in a closed loop "
+    f"({pipeline['connections']} connections) with the worker consuming and writing on the same machine",
+    f"(the gateway alone: {num(gateway[1]['requests_per_s'])}). The worker caught up before each run.",
+    "",
+    "| rate req/s | acked | visible | missing | p50 ms | p99 ms | max ms | gateway ack p99 ms | load |",
+    "|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    fresh_row(fresh, "50% of the gateway's max"),
+    fresh_row(fresh_pipe, "50% of the pipeline's max"),
     "",
     "### Peak memory (VmHWM)",
     "",
@@ -178,8 +193,8 @@ lines += [
     f"| gateway | max load, batches of 1, 10, 100 and the open-loop runs | {mib(gw_rss['gateway_peak_rss_kb'])} |",
     f"| worker (1 of 1) | draining the preloaded topic | {mib(workers[1]['peak_rss_kb'])} |",
     f"| worker (largest of 2) | draining the preloaded topic | {mib(workers[2]['peak_rss_kb'])} |",
-    f"| gateway | freshness run | {mib(fresh_rss['gateway_peak_rss_kb'])} |",
-    f"| worker | freshness run | {mib(fresh_rss['worker_peak_rss_kb'])} |",
+    f"| gateway | pipeline max and freshness runs | {mib(fresh_rss['gateway_peak_rss_kb'])} |",
+    f"| worker | freshness runs | {mib(fresh_rss['worker_peak_rss_kb'])} |",
     "",
     "### Memory while Kafka or ClickHouse is slow",
     "",
@@ -208,10 +223,12 @@ targets = [
      ratio(workers[1]["events_per_s"], ch_rate) >= 0.35),
     ("worker events/s (2 workers) vs raw ClickHouse rows/s", pct(ratio(workers[2]["events_per_s"], ch_rate)), "≥ 35%",
      ratio(workers[2]["events_per_s"], ch_rate) >= 0.35),
-    ("freshness p99 at half of max load", f"{ms(fl['p99'])} ms", "≤ 2000 ms", fl["p99"] <= 2000),
-    ("gateway p99 ack latency at half of max load (open loop)", f"{ms(half['latency_ms']['p99'])} ms", "≤ 10 ms",
-     half["latency_ms"]["p99"] <= 10),
-    ("gateway p99 ack latency during the freshness run", f"{ms(ack['p99'])} ms", "≤ 10 ms", ack["p99"] <= 10),
+    ("gateway p99 ack latency at half of the gateway's max (open loop, no worker)",
+     f"{ms(half['latency_ms']['p99'])} ms", "≤ 10 ms", half["latency_ms"]["p99"] <= 10),
+    ("freshness p99 at half of the gateway's max", f"{ms(fl['p99'])} ms", "≤ 2000 ms", fl["p99"] <= 2000),
+    ("gateway p99 ack latency in that freshness run", f"{ms(ack['p99'])} ms", "≤ 10 ms", ack["p99"] <= 10),
+    ("freshness p99 at half of the pipeline's max", f"{ms(pfl['p99'])} ms", "≤ 2000 ms", pfl["p99"] <= 2000),
+    ("gateway p99 ack latency in that freshness run", f"{ms(pack['p99'])} ms", "≤ 10 ms", pack["p99"] <= 10),
 ]
 lines += [
     "## Targets (issue 5)",

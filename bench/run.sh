@@ -325,10 +325,26 @@ start_gateway gateway_fresh "$RAW_FRESH" "${DB}_fresh"
 GW_FRESH_PID=$GW_PID
 start_worker worker_fresh "$RAW_FRESH" "${DB}_fresh" "powehi-bench-$ID-fresh"
 W_FRESH_PID=$W_PID
+# The pipeline's own max: single-event requests while a worker consumes them,
+# all on this machine. Then the worker catches up before freshness is measured.
+measure pipeline_b1 http --url "$GW_URL" "${HTTP_COMMON[@]}" \
+    --batch 1 --connections "$BENCH_CONNECTIONS" "${REQ_CAP[@]}"
+pipeline_events=$(jget "$WORK/pipeline_b1.json" ok_requests)
+for _ in $(seq "$((BENCH_WORKER_TIMEOUT * 10))"); do
+    stored=$(ch "SELECT (SELECT count() FROM ${DB}_fresh.events) + (SELECT count() FROM ${DB}_fresh.rejected_events)")
+    [ "$stored" -ge "$pipeline_events" ] && break
+    sleep 0.1
+done
+# Freshness at half of the gateway's max (measured without a worker), then at
+# half of the pipeline's.
 FRESH_RATE=${BENCH_FRESH_RATE:-$(rate_of 0.5 "$MAX_RPS")}
-measure freshness freshness --url "$GW_URL" --client-id "$CLIENT" --token "$KEY" \
-    --rate "$FRESH_RATE" --duration "$BENCH_FRESH_DURATION" --connections "$BENCH_CONNECTIONS" \
-    --database "${DB}_fresh" --table event_log
+PIPE_RATE=${BENCH_FRESH_RATE:-$(rate_of 0.5 "$(jget "$WORK/pipeline_b1.json" requests_per_s)")}
+for run in "freshness $FRESH_RATE" "freshness_pipeline $PIPE_RATE"; do
+    set -- $run
+    measure "$1" freshness --url "$GW_URL" --client-id "$CLIENT" --token "$KEY" \
+        --rate "$2" --duration "$BENCH_FRESH_DURATION" --connections "$BENCH_CONNECTIONS" \
+        --database "${DB}_fresh" --table event_log
+done
 echo "{\"gateway_peak_rss_kb\": $(peak_rss_kb "$GW_FRESH_PID"), \"worker_peak_rss_kb\": $(peak_rss_kb "$W_FRESH_PID")}" >"$WORK/fresh_rss.json"
 stop_started "$GW_FRESH_PID" "$W_FRESH_PID"
 

@@ -90,8 +90,10 @@ def test_smoke_benchmark_writes_every_section_with_numbers(services, tmp_path):
     assert len(kafka_rows) == 2 and all(positive(r[1]) for r in kafka_rows), kafka_rows
 
     # Every acknowledged event of the freshness run became visible.
-    fresh = table_rows(section(text, "### Freshness: HTTP ack to visible in `event_log`"))[0]
-    assert fresh[3] == "0" and fresh[1] == fresh[2], fresh
+    fresh_runs = table_rows(section(text, "### Freshness: HTTP ack to visible in `event_log`"))
+    assert len(fresh_runs) == 2, fresh_runs
+    for fresh in fresh_runs:
+        assert fresh[3] == "0" and fresh[1] == fresh[2], fresh
     # The workers stored every preloaded record, all accepted (the generated events are valid).
     for row in table_rows(section(text, "### Worker vs raw ClickHouse insert"))[1:]:
         accepted, rejected = (int(x.replace(",", "")) for x in row[3].split(" / "))
