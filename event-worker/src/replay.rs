@@ -13,8 +13,9 @@
 //! so an insert spanning two table partitions (a month boundary) or the two
 //! tables can be half done. A stored higher offset then never hides a lost lower
 //! one. While a worker owns a partition nobody else writes to it, and the worker
-//! never writes a partition it no longer owns (revoked rows are dropped before
-//! the next insert), so the set cannot change under it.
+//! never writes a partition it no longer owns (a revoke waits for the insert in
+//! flight, see [`crate::writer`], and revoked rows are dropped before the next
+//! one), so the set cannot change under it.
 
 /// Offsets of one partition that are already stored, ascending.
 #[derive(Debug, Default)]
