@@ -43,25 +43,12 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, KafkaError> {
-        let mut client_config = ClientConfig::new();
-        client_config
-            .set("bootstrap.servers", &config.kafka.brokers)
-            .set("client.id", "powehi-ingest-gateway")
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set(
-                "message.timeout.ms",
-                config.kafka_delivery_timeout_ms.to_string(),
-            )
-            .set("linger.ms", config.kafka_linger_ms.to_string())
-            .set("compression.type", "lz4")
-            // TCP_NODELAY, as the Java client does: Nagle held small produce
-            // requests back behind unacknowledged ones and stretched the ack tail.
-            .set("socket.nagle.disable", "true")
-            // Bounded memory: with this much unacknowledged data queued the producer
-            // answers QueueFull and requests wait instead of growing the heap.
-            .set("queue.buffering.max.kbytes", "131072")
-            .set("queue.buffering.max.messages", "500000");
+        let mut client_config =
+            proto::producer::raw_producer_config(&config.kafka.brokers, config.kafka_linger_ms);
+        client_config.set("client.id", "powehi-ingest-gateway").set(
+            "message.timeout.ms",
+            config.kafka_delivery_timeout_ms.to_string(),
+        );
         let producer = client_config.create()?;
         Ok(Self {
             producer: RwLock::new(Arc::new(producer)),

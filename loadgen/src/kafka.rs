@@ -104,16 +104,11 @@ pub async fn delete_topics(args: TopicsArgs) -> anyhow::Result<()> {
 
 pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
     ensure_topic(&args.brokers, &args.topic, args.partitions).await?;
-    let producer: FutureProducer = client_config(&args.brokers)
-        .set("client.id", "powehi-loadgen")
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", args.linger_ms.to_string())
-        .set("compression.type", "lz4")
-        .set("socket.nagle.disable", "true") // as the gateway
-        .set("queue.buffering.max.kbytes", "131072")
-        .set("queue.buffering.max.messages", "500000")
-        .create()?;
+    // The gateway's own producer settings, so the two are compared like for like.
+    let producer: FutureProducer =
+        proto::producer::raw_producer_config(&args.brokers, args.linger_ms)
+            .set("client.id", "powehi-loadgen")
+            .create()?;
 
     // Events parsed once; each record gets its own envelope (fresh id, now).
     let mut gen = EventGen::new(&args.client_id, args.sessions, args.seed);

@@ -1,6 +1,6 @@
 //! Contracts shared by every Powehi process. No I/O lives here, except the
 //! config-log follower behind the `kafka` feature, which every process needs
-//! exactly alike.
+//! exactly alike (the raw-topic producer's settings sit beside it).
 //!
 //! Layout:
 //! - `cli` (feature `cli`): the flags both processes share.
@@ -12,6 +12,7 @@
 //! - [`config`]: data-source and event-schema records (bootstrap file format).
 //! - [`schema`]: schema definitions checked, events validated and trimmed.
 //! - `follower` (feature `kafka`): replays and follows `powehi.config`.
+//! - `producer` (feature `kafka`): the settings of the raw-topic producer.
 //! - [`time`]: ISO 8601 parsing with the range ClickHouse `DateTime` can hold.
 
 #[cfg(feature = "cli")]
@@ -21,6 +22,8 @@ pub mod envelope;
 pub mod event;
 #[cfg(feature = "kafka")]
 pub mod follower;
+#[cfg(feature = "kafka")]
+pub mod producer;
 pub mod reason;
 pub mod schema;
 pub mod time;
