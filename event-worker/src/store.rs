@@ -11,7 +11,6 @@ use std::time::Duration;
 use clickhouse::Client;
 
 use crate::config::Config;
-use crate::rows::{EventRow, RejectedRow};
 
 /// Migrations in order; each file's statements are separated by `;` at line end.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -75,16 +74,10 @@ impl Store {
         Ok(())
     }
 
-    pub async fn insert_events(&self, rows: &[EventRow]) -> Result<(), StoreError> {
-        self.insert("events", rows).await
-    }
-
-    pub async fn insert_rejected(&self, rows: &[RejectedRow]) -> Result<(), StoreError> {
-        self.insert("rejected_events", rows).await
-    }
-
-    /// One INSERT of all `rows` (RowBinary, LZ4-compressed).
-    async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), StoreError>
+    /// One INSERT of all `rows` into `table` (RowBinary, LZ4-compressed):
+    /// [`EventRow`](crate::rows::EventRow)s into `events`,
+    /// [`RejectedRow`](crate::rows::RejectedRow)s into `rejected_events`.
+    pub async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), StoreError>
     where
         T: clickhouse::RowOwned + clickhouse::RowWrite,
     {

@@ -120,28 +120,36 @@ pub async fn write_once(
 ) -> Result<(), StoreError> {
     let started = Instant::now();
     let rows = batch.rows();
-    if !batch.events.is_empty() {
-        store.insert_events(&batch.events).await?;
-        metrics
-            .rows_inserted
-            .with_label_values(&["events"])
-            .inc_by(batch.events.len() as u64);
-        batch.events = Vec::new();
-    }
-    if !batch.rejected.is_empty() {
-        store.insert_rejected(&batch.rejected).await?;
-        metrics
-            .rows_inserted
-            .with_label_values(&["rejected_events"])
-            .inc_by(batch.rejected.len() as u64);
-        batch.rejected = Vec::new();
-    }
+    write_table(store, metrics, "events", &mut batch.events).await?;
+    write_table(store, metrics, "rejected_events", &mut batch.rejected).await?;
     if rows > 0 {
         metrics
             .insert_duration
             .observe(started.elapsed().as_secs_f64());
         metrics.batch_rows.observe(rows as f64);
     }
+    Ok(())
+}
+
+/// Writes one table's rows, if there are any, and forgets them once written.
+async fn write_table<T>(
+    store: &Store,
+    metrics: &Metrics,
+    table: &str,
+    rows: &mut Vec<T>,
+) -> Result<(), StoreError>
+where
+    T: clickhouse::RowOwned + clickhouse::RowWrite,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    store.insert(table, rows).await?;
+    metrics
+        .rows_inserted
+        .with_label_values(&[table])
+        .inc_by(rows.len() as u64);
+    *rows = Vec::new();
     Ok(())
 }
 
