@@ -257,6 +257,17 @@ def wait_group_caught_up(group: str, topic: str, timeout: float = 90) -> None:
         consumer.close()
 
 
+def assert_stored_exactly_once(
+    store: Store, names, acked: set[str], *, ids_timeout: float = 120, replay_timeout: float = 90
+) -> None:
+    """Every acknowledged event is in `events` exactly once and nothing else is: waits for the
+    ids, then until the group has nothing left to replay (a replay must not add a copy)."""
+    store.wait_for_ids(acked, timeout=ids_timeout)
+    wait_group_caught_up(names.group, names.topic, timeout=replay_timeout)
+    store.assert_each_stored_once(acked)
+    assert store.count("events") == len(acked)
+
+
 # --------------------------------------------------------------------------- metrics
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)")

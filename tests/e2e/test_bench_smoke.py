@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from e2e_support import LOADGEN_BIN, REPO, TARGET_DIR
+from e2e_support import LOADGEN_BIN, REPO
 
 SMOKE_TIMEOUT_S = 180
 

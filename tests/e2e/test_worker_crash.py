@@ -4,7 +4,7 @@ skips what is already stored."""
 
 from __future__ import annotations
 
-from e2e_support import EventStream, wait_group_caught_up, wait_until
+from e2e_support import EventStream, assert_stored_exactly_once, wait_until
 
 REQUESTS = 200
 EVENTS_PER_REQUEST = 100
@@ -41,10 +41,7 @@ def test_kill_9_of_worker_loses_and_duplicates_nothing(names, start_gateway, sta
     assert stream.statuses == {200: REQUESTS}, f"a worker crash must not affect ingestion: {stream.statuses}"
     assert len(stream.acked) == total
 
-    store.wait_for_ids(stream.acked, timeout=180)
-    wait_group_caught_up(names.group, names.topic, timeout=120)
-    store.assert_each_stored_once(stream.acked)
-    assert store.count("events") == total
+    assert_stored_exactly_once(store, names, stream.acked, ids_timeout=180, replay_timeout=120)
     skipped = worker.metric("powehi_worker_records_skipped_total")
     assert skipped is not None, "the worker exports no powehi_worker_records_skipped_total"
     print(f"acknowledged {total}, first kill after {acked_at_first_kill}; last worker skipped {skipped:.0f} records")

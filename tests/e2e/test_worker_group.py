@@ -4,7 +4,7 @@ flight, the partitions move only once that INSERT is over: nothing is lost or st
 
 from __future__ import annotations
 
-from e2e_support import EventStream, topic_partitions, wait_group_caught_up, wait_until
+from e2e_support import EventStream, assert_stored_exactly_once, topic_partitions, wait_until
 
 PARTITIONS = 12  # the gateway's default for the raw topic
 REQUESTS = 120
@@ -43,10 +43,7 @@ def test_survivor_takes_all_partitions_after_sigterm_of_the_other_worker(names, 
     stream.join(timeout=180)
     assert stream.statuses == {200: REQUESTS}, stream.statuses
 
-    store.wait_for_ids(stream.acked, timeout=120)
-    wait_group_caught_up(names.group, names.topic, timeout=90)
-    store.assert_each_stored_once(stream.acked)
-    assert store.count("events") == len(stream.acked)
+    assert_stored_exactly_once(store, names, stream.acked)
     assert first.assigned_partitions() == PARTITIONS
 
 
@@ -91,10 +88,7 @@ def test_partitions_move_only_once_the_insert_in_flight_is_over(
 
     stream.join(timeout=180)
     assert stream.statuses == {200: SLOW_REQUESTS}, stream.statuses
-    store.wait_for_ids(stream.acked, timeout=120)
-    wait_group_caught_up(names.group, names.topic, timeout=90)
-    store.assert_each_stored_once(stream.acked)
-    assert store.count("events") == len(stream.acked)
+    assert_stored_exactly_once(store, names, stream.acked)
     assert "revoke waited for the insert in flight" in first.log_path.read_text(), (
         "the rebalance did not meet an INSERT in flight: the test proved nothing"
     )
