@@ -104,12 +104,8 @@ wait_ready() {
 cmd_start() {
     local pid
     if pid=$(running_pid); then
-        echo "$pid" >"$PID_FILE"
-        if wait_ready "$pid"; then
-            log "already running (pid $pid) on 127.0.0.1:$HTTP_PORT"
-            return 0
-        fi
-        return 1
+        adopt_running "$pid" "127.0.0.1:$HTTP_PORT"
+        return
     fi
     ensure_tools
     # A healthy server we did not start (e.g. the distribution's service): reuse it.
@@ -143,33 +139,11 @@ cmd_start() {
 }
 
 cmd_stop() {
-    local pid
-    if ! pid=$(running_pid); then
-        rm -f "$PID_FILE"
-        log "not running"
-        return 0
-    fi
-    stop_process "$pid" "$STOP_TIMEOUT"
-    rm -f "$PID_FILE"
-    log "stopped"
+    stop_server "$STOP_TIMEOUT"
 }
 
 cmd_status() {
-    local pid
-    if pid=$(running_pid); then
-        if ping_ok; then
-            echo "clickhouse: running (pid $pid) on 127.0.0.1:$HTTP_PORT"
-            return 0
-        fi
-        echo "clickhouse: process $pid alive but not answering on 127.0.0.1:$HTTP_PORT"
-        return 1
-    fi
-    if ping_ok; then
-        echo "clickhouse: a server not started by this script answers on 127.0.0.1:$HTTP_PORT"
-        return 0
-    fi
-    echo "clickhouse: not running"
-    return 3
+    server_status ping_ok "127.0.0.1:$HTTP_PORT" server
 }
 
 main() {

@@ -179,12 +179,8 @@ wait_ready() {
 cmd_start() {
     local pid
     if pid=$(running_pid); then
-        echo "$pid" >"$PID_FILE"
-        if wait_ready "$pid"; then
-            log "already running (pid $pid) on 127.0.0.1:$PORT"
-            return 0
-        fi
-        return 1
+        adopt_running "$pid" "127.0.0.1:$PORT"
+        return
     fi
     ensure_libs
     render_config
@@ -224,38 +220,11 @@ cmd_start() {
 }
 
 cmd_stop() {
-    local pid
-    if ! pid=$(running_pid); then
-        rm -f "$PID_FILE"
-        log "not running"
-        return 0
-    fi
-    stop_process "$pid" "$STOP_TIMEOUT"
-    # The port can linger a moment after the process is gone.
-    local until=$((SECONDS + 5))
-    while ((SECONDS < until)) && { port_open "$PORT" || port_open "$CONTROLLER_PORT"; }; do
-        sleep 0.1
-    done
-    rm -f "$PID_FILE"
-    log "stopped"
+    stop_server "$STOP_TIMEOUT" "$PORT" "$CONTROLLER_PORT"
 }
 
 cmd_status() {
-    local pid
-    if pid=$(running_pid); then
-        if metadata_ok; then
-            echo "kafka: running (pid $pid) on 127.0.0.1:$PORT, answering metadata"
-            return 0
-        fi
-        echo "kafka: process $pid alive but not answering on 127.0.0.1:$PORT"
-        return 1
-    fi
-    if metadata_ok; then
-        echo "kafka: a broker not started by this script answers on 127.0.0.1:$PORT"
-        return 0
-    fi
-    echo "kafka: not running"
-    return 3
+    server_status metadata_ok "127.0.0.1:$PORT" broker ", answering metadata"
 }
 
 main() {

@@ -1,6 +1,7 @@
 # shellcheck shell=bash
 # Process helpers shared by kafka.sh and clickhouse.sh (sourced, not run).
-# The sourcing script sets SERVICE (log prefix) before sourcing.
+# The sourcing script sets SERVICE (log prefix) before sourcing; the start, stop
+# and status helpers at the end also use its PID_FILE, running_pid and wait_ready.
 
 log() { echo "$SERVICE: $*" >&2; }
 
@@ -67,4 +68,56 @@ stop_process() {
         kill -KILL "$pid" 2>/dev/null || true
         while alive "$pid"; do sleep 0.1; done
     fi
+}
+
+# adopt_running PID ADDR: our server runs already; records its pid and waits
+# until it is ready (the status to return from start).
+adopt_running() {
+    local pid=$1
+    # shellcheck disable=SC2153 # PID_FILE is the sourcing script's
+    echo "$pid" >"$PID_FILE"
+    wait_ready "$pid" || return 1
+    log "already running (pid $pid) on $2"
+}
+
+# stop_server TIMEOUT [PORT...]: stops our server if it runs, then waits (5 s at
+# most) for the PORTs to close: they can linger a moment after the process.
+stop_server() {
+    local timeout=$1 pid port until
+    shift
+    if ! pid=$(running_pid); then
+        rm -f "$PID_FILE"
+        log "not running"
+        return 0
+    fi
+    stop_process "$pid" "$timeout"
+    until=$((SECONDS + 5))
+    for port in "$@"; do
+        while ((SECONDS < until)) && port_open "$port"; do
+            sleep 0.1
+        done
+    done
+    rm -f "$PID_FILE"
+    log "stopped"
+}
+
+# server_status PROBE ADDR NOUN [ANSWERING]: 0 when ours runs and PROBE answers (or
+# a NOUN not started by us answers), 1 when ours runs without answering, 3 when
+# nothing runs.
+server_status() {
+    local probe=$1 addr=$2 noun=$3 answering=${4:-} pid
+    if pid=$(running_pid); then
+        if "$probe"; then
+            echo "$SERVICE: running (pid $pid) on $addr$answering"
+            return 0
+        fi
+        echo "$SERVICE: process $pid alive but not answering on $addr"
+        return 1
+    fi
+    if "$probe"; then
+        echo "$SERVICE: a $noun not started by this script answers on $addr"
+        return 0
+    fi
+    echo "$SERVICE: not running"
+    return 3
 }
