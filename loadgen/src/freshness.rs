@@ -18,19 +18,15 @@ use tokio::time::Instant;
 
 use crate::clickhouse::{IdRow, ServerArgs};
 use crate::events::EventGen;
+use crate::http::IngestArgs;
 use crate::http_client::{parse_url, post_request, Url};
 use crate::load::{self, LoadSpec, Requests};
 use crate::stats::{emit, per_second, Latencies};
 
 #[derive(Debug, Clone, Args)]
 pub struct FreshnessArgs {
-    /// Ingest URL, e.g. http://127.0.0.1:8080/powehi/smile.
-    #[arg(long)]
-    pub url: String,
-    #[arg(long)]
-    pub client_id: String,
-    #[arg(long)]
-    pub token: String,
+    #[command(flatten)]
+    pub ingest: IngestArgs,
     /// Requests (= events) per second.
     #[arg(long, default_value_t = 100.0)]
     pub rate: f64,
@@ -122,17 +118,22 @@ fn index_of(prefix: &str, id: &str) -> Option<u64> {
 }
 
 pub async fn run(args: FreshnessArgs) -> anyhow::Result<()> {
-    let url = parse_url(&args.url)?;
+    let url = parse_url(&args.ingest.url)?;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let prefix = format!("fresh-{}-", &run_id[..12]);
     let tracked = Arc::new(Tracked {
         url: url.clone(),
-        headers: vec![
-            ("X-Client-ID".into(), args.client_id.clone()),
-            ("X-Client-Access-Token".into(), args.token.clone()),
-        ],
+        headers: args
+            .ingest
+            .headers()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .to_vec(),
         prefix: prefix.clone(),
-        gen: Mutex::new(EventGen::new(&args.client_id, args.sessions, args.seed)),
+        gen: Mutex::new(EventGen::new(
+            &args.ingest.client_id,
+            args.sessions,
+            args.seed,
+        )),
         acks: Mutex::new(HashMap::new()),
         unseen: Mutex::new(BTreeMap::new()),
     });
@@ -154,7 +155,7 @@ pub async fn run(args: FreshnessArgs) -> anyhow::Result<()> {
              AND received_at_ms >= ? AND event_id LIKE ?",
             args.database, args.table
         );
-        let (scope, pattern) = (args.client_id.clone(), format!("{prefix}%"));
+        let (scope, pattern) = (args.ingest.client_id.clone(), format!("{prefix}%"));
         let (interval, wait) = (
             Duration::from_millis(args.poll_ms),
             Duration::from_secs_f64(args.wait),

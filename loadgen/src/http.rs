@@ -15,8 +15,9 @@ use crate::http_client::{parse_url, post_request};
 use crate::load::{self, LoadSpec, Requests};
 use crate::stats::{emit, per_second, round3};
 
+/// Where the events go and whose they are (shared by `http` and `freshness`).
 #[derive(Debug, Clone, Args)]
-pub struct HttpArgs {
+pub struct IngestArgs {
     /// Ingest URL, e.g. http://127.0.0.1:8080/powehi/smile.
     #[arg(long)]
     pub url: String,
@@ -26,6 +27,22 @@ pub struct HttpArgs {
     /// X-Client-Access-Token.
     #[arg(long)]
     pub token: String,
+}
+
+impl IngestArgs {
+    /// The credential headers of every request.
+    pub fn headers(&self) -> [(&str, &str); 2] {
+        [
+            ("X-Client-ID", self.client_id.as_str()),
+            ("X-Client-Access-Token", self.token.as_str()),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct HttpArgs {
+    #[command(flatten)]
+    pub ingest: IngestArgs,
     /// Events per request (1, 10, 100, …).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -64,13 +81,10 @@ impl Requests for Pool {
 }
 
 pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
-    let url = parse_url(&args.url)?;
-    let mut gen = EventGen::new(&args.client_id, args.sessions, args.seed);
+    let url = parse_url(&args.ingest.url)?;
+    let mut gen = EventGen::new(&args.ingest.client_id, args.sessions, args.seed);
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let headers = [
-        ("X-Client-ID", args.client_id.as_str()),
-        ("X-Client-Access-Token", args.token.as_str()),
-    ];
+    let headers = args.ingest.headers();
     let mut body_bytes = 0usize;
     let pool: Vec<Arc<[u8]>> = (0..args.pool.max(1))
         .map(|_| {
@@ -95,7 +109,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
     let summary = json!({
         "mode": "http",
         "loop": if args.rate.is_some() { "open" } else { "closed" },
-        "url": args.url,
+        "url": args.ingest.url,
         "batch": args.batch,
         "connections": args.connections,
         "target_rate": args.rate,

@@ -103,7 +103,7 @@ mod tests {
             panic!("{cli:?}")
         };
         assert_eq!(
-            (f.url.as_str(), f.clickhouse.url.as_str()),
+            (f.ingest.url.as_str(), f.clickhouse.url.as_str()),
             ("http://127.0.0.1:1/powehi/smile", "http://127.0.0.1:2")
         );
     }
