@@ -119,6 +119,13 @@ pub fn consumer(
         // default, which starved the pipeline (40k records/s instead of 200k+).
         .set("queued.max.messages.kbytes", "16384")
         .set("fetch.queue.backoff.ms", "10")
+        // Fetch in chunks: the broker holds a fetch until 256 KiB are there
+        // or 100 ms have passed. With the default (answer as soon as one byte
+        // is there) a moderate stream of single events became one fetch per
+        // produce request: at 8k events/s the worker spent 3x the CPU and the
+        // broker a fifth more, for the ~100 ms of freshness this gives back.
+        .set("fetch.min.bytes", "262144")
+        .set("fetch.wait.max.ms", "100")
         .set("statistics.interval.ms", "5000")
         .create_with_context(context)?;
     Ok((consumer, receiver))
