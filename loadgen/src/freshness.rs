@@ -207,7 +207,7 @@ pub async fn run(args: FreshnessArgs) -> anyhow::Result<()> {
         rate: Some(args.rate),
         max_requests: None,
     };
-    let mut sent = load::run(&spec, tracked.clone()).await;
+    let mut sent = load::run(&spec, tracked.clone()).await?;
     sending_done.store(true, Ordering::Release);
     let poll_errors = poller.await.unwrap_or(0);
 

@@ -102,7 +102,7 @@ pub async fn run(args: HttpArgs) -> anyhow::Result<()> {
         rate: args.rate,
         max_requests: args.requests,
     };
-    let mut result = load::run(&spec, Arc::new(Pool(pool))).await;
+    let mut result = load::run(&spec, Arc::new(Pool(pool))).await?;
     let events = result.ok * args.batch as u64;
     let latency = result.latency.percentiles();
     let service = result.service.percentiles();

@@ -6,6 +6,8 @@
 //!   records the gateway would write for them.
 //! - [`rng`]: a seeded PRNG, so loads are reproducible.
 //! - [`schedule`]: open-loop due times, coordinated-omission-safe latency.
+//! - [`pacer`]: releases open-loop requests at their due times, finer than
+//!   tokio's millisecond timer.
 //! - [`stats`]: exact percentiles and the one-line reports.
 //! - [`http_client`]: a minimal HTTP/1.1 keep-alive client.
 //! - [`load`]: N connections, closed or open loop.
@@ -25,6 +27,7 @@ pub mod http;
 pub mod http_client;
 pub mod kafka;
 pub mod load;
+pub mod pacer;
 pub mod rng;
 pub mod schedule;
 pub mod slow_proxy;

@@ -9,7 +9,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::http_client::Conn;
-use crate::schedule::{due_offset, latency};
+use crate::pacer::Pacer;
+use crate::schedule::{due_offset, latency, slots_before};
 use crate::stats::{merge_counts, Latencies, StatusCounts};
 
 /// A request that gets no answer within this long counts as `timeout`.
@@ -56,18 +57,30 @@ pub struct LoadResult {
     pub elapsed: Duration,
 }
 
-pub async fn run<R: Requests>(spec: &LoadSpec, requests: Arc<R>) -> LoadResult {
+pub async fn run<R: Requests>(spec: &LoadSpec, requests: Arc<R>) -> std::io::Result<LoadResult> {
     let next = Arc::new(AtomicU64::new(0));
     // A short head start so every connection is up before the first due time.
     let start = Instant::now() + Duration::from_millis(50);
     let measure_from = start + spec.warmup;
     let end = start + spec.warmup + spec.duration;
+    let pacer = match spec.rate {
+        Some(rate) => {
+            let total = slots_before(spec.warmup + spec.duration, rate);
+            Some(Arc::new(Pacer::start(start.into_std(), rate, total)?))
+        }
+        None => None,
+    };
     let mut tasks = Vec::with_capacity(spec.connections);
     for _ in 0..spec.connections.max(1) {
         let spec = spec.clone();
-        let (next, requests) = (next.clone(), requests.clone());
+        let (next, requests, pacer) = (next.clone(), requests.clone(), pacer.clone());
         tasks.push(tokio::spawn(async move {
-            connection(&spec, &*requests, &next, start, measure_from, end).await
+            let clock = Clock {
+                start,
+                measure_from,
+                end,
+            };
+            connection(&spec, &*requests, &next, pacer.as_deref(), clock).await
         }));
     }
     let mut total = LoadResult::default();
@@ -85,17 +98,29 @@ pub async fn run<R: Requests>(spec: &LoadSpec, requests: Arc<R>) -> LoadResult {
         last_done = last_done.max(done);
     }
     total.elapsed = last_done.saturating_duration_since(measure_from);
-    total
+    Ok(total)
+}
+
+/// When the run starts, is measured from, and ends.
+#[derive(Clone, Copy)]
+struct Clock {
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
 }
 
 async fn connection<R: Requests + ?Sized>(
     spec: &LoadSpec,
     requests: &R,
     next: &AtomicU64,
-    start: Instant,
-    measure_from: Instant,
-    end: Instant,
+    pacer: Option<&Pacer>,
+    clock: Clock,
 ) -> (LoadResult, Instant) {
+    let Clock {
+        start,
+        measure_from,
+        end,
+    } = clock;
     let mut result = LoadResult::default();
     let mut last_done = measure_from;
     let mut conn: Option<Conn> = None;
@@ -105,16 +130,16 @@ async fn connection<R: Requests + ?Sized>(
         if spec.max_requests.is_some_and(|max| index >= max) {
             break;
         }
-        let due = match spec.rate {
-            Some(rate) => {
+        let due = match (spec.rate, pacer) {
+            (Some(rate), Some(pacer)) => {
                 let due = start + due_offset(index, rate);
                 if due >= end {
                     break;
                 }
-                tokio::time::sleep_until(due).await;
+                pacer.due().await;
                 due
             }
-            None => {
+            _ => {
                 let now = Instant::now();
                 if now >= end {
                     break;

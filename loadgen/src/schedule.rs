@@ -23,6 +23,16 @@ pub fn slots(duration: Duration, rate: f64) -> u64 {
     (duration.as_secs_f64() * rate.max(0.0)).floor() as u64
 }
 
+/// How many requests fall due before `limit` (the end of a run) at `rate`
+/// per second: those with `due_offset(i) < limit`.
+pub fn slots_before(limit: Duration, rate: f64) -> u64 {
+    let mut n = slots(limit, rate);
+    while due_offset(n, rate) < limit {
+        n += 1;
+    }
+    n
+}
+
 /// When a request due at `due` actually goes out on a connection free from
 /// `free_at` (both as offsets from the start of the run).
 pub fn send_at(due: Duration, free_at: Duration) -> Duration {
@@ -49,6 +59,10 @@ mod tests {
         assert_eq!(due_offset(3, 0.5), Duration::from_secs(6));
         assert_eq!(slots(Duration::from_secs(2), 250.0), 500);
         assert_eq!(slots(Duration::from_millis(1500), 3.0), 4);
+        // Due before the end: 0, 1 and 2 ms at 1000/s before 3 ms; 0 and 1 s before 1.5 s.
+        assert_eq!(slots_before(Duration::from_millis(3), 1000.0), 3);
+        assert_eq!(slots_before(Duration::from_millis(1500), 1.0), 2);
+        assert_eq!(slots_before(Duration::ZERO, 1000.0), 0);
     }
 
     /// One connection, 100 requests per second, 1 ms service time, except
