@@ -2,6 +2,12 @@ use clap::Parser;
 use ingest_gateway::Config;
 use tokio::signal::unix::{signal, SignalKind};
 
+/// mimalloc instead of glibc's malloc: records are built on the HTTP threads
+/// and freed on librdkafka's, a pattern glibc's arenas handle poorly. 100-event
+/// batches: +19% requests/s (five interleaved pairs, bench/PROFILING.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
