@@ -41,7 +41,11 @@ def mib(kb: float) -> str:
 
 baseline = {b: load(f"baseline_b{b}") for b in (1, 10, 100)}
 gateway = {b: load(f"gateway_b{b}") for b in (1, 10, 100)}
-open_loop = {p: load(f"gateway_open{p}") for p in (50, 80)}
+# The open loop at half of max ran several times; the target reads the median p99.
+half_runs = [load(p.stem) for p in sorted(WORK.glob("gateway_open50_*.json"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))]
+half = sorted(half_runs, key=lambda o: o["latency_ms"]["p99"])[len(half_runs) // 2]
+open_loop = [(f"50% of max, run {i}", o) for i, o in enumerate(half_runs, 1)]
+open_loop.append(("80% of max", load("gateway_open80")))
 kafka, clickhouse, preload = load("kafka"), load("clickhouse"), load("preload")
 workers = {n: load(f"worker{n}") for n in (1, 2)}
 fresh = load("freshness")
@@ -106,16 +110,16 @@ lines += [
     "",
     "Latency counts from each request's scheduled send time; `send lag` is how late the",
     "load generator itself sent (its pacer thread releases requests within 0.2 ms; a busy",
-    "machine delays it more), included in the latency.",
+    "machine delays it more), included in the latency. The run at half of max is repeated",
+    "(one stall can decide a p99 on a shared machine); the targets read the median p99.",
     "",
     "| load | target req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms | send lag p99 ms |",
     "|---|---:|---:|---:|---:|---:|---:|---:|",
 ]
-for p in (50, 80):
-    o = open_loop[p]
+for label, o in open_loop:
     lat = o["latency_ms"]
     lines.append(
-        f"| {p}% of max | {num(o['target_rate'])} | {num(o['requests_per_s'])} | {ms(lat['p50'])} "
+        f"| {label} | {num(o['target_rate'])} | {num(o['requests_per_s'])} | {ms(lat['p50'])} "
         f"| {ms(lat['p99'])} | {ms(lat['p999'])} | {ms(lat['max'])} | {ms(o['send_lag_ms']['p99'])} |"
     )
 
@@ -215,7 +219,7 @@ lines += [
     "",
 ]
 
-half = open_loop[50]
+half_p99s = ", ".join(ms(o["latency_ms"]["p99"]) for o in half_runs)
 targets = [
     ("gateway single-event req/s vs trivial handler", pct(ratio(gateway[1]["requests_per_s"], baseline[1]["requests_per_s"])), "≥ 50%",
      ratio(gateway[1]["requests_per_s"], baseline[1]["requests_per_s"]) >= 0.5),
@@ -224,7 +228,8 @@ targets = [
      ratio(workers[1]["events_per_s"], ch_rate) >= 0.35),
     ("worker events/s (2 workers) vs raw ClickHouse rows/s", pct(ratio(workers[2]["events_per_s"], ch_rate)), "≥ 35%",
      ratio(workers[2]["events_per_s"], ch_rate) >= 0.35),
-    ("gateway p99 ack latency at half of the gateway's max (open loop, no worker)",
+    (f"gateway p99 ack latency at half of the gateway's max (open loop, no worker; median of "
+     f"{len(half_runs)} runs: {half_p99s} ms)",
      f"{ms(half['latency_ms']['p99'])} ms", "≤ 10 ms", half["latency_ms"]["p99"] <= 10),
     ("freshness p99 at half of the gateway's max", f"{ms(fl['p99'])} ms", "≤ 2000 ms", fl["p99"] <= 2000),
     ("gateway p99 ack latency in that freshness run", f"{ms(ack['p99'])} ms", "≤ 10 ms", ack["p99"] <= 10),

@@ -74,6 +74,7 @@ else
 fi
 : "${BENCH_LOADGEN_THREADS:=1}"
 : "${BENCH_KAFKA_WARMUP:=$([ "$MODE" = smoke ] && echo 1 || echo 15)}"  # seconds
+: "${BENCH_OPEN_REPEATS:=3}"      # runs of the open loop at half of the gateway's max
 
 for bin in ingest-gateway event-worker powehi-loadgen; do
     if [ ! -x "$BIN/$bin" ]; then
@@ -261,11 +262,15 @@ for batch in 1 10 100; do
         --batch "$batch" --connections "$BENCH_CONNECTIONS" "${REQ_CAP[@]}"
 done
 MAX_RPS=$(jget "$WORK/gateway_b1.json" requests_per_s)
-for pct in 50 80; do
-    rate=$(rate_of "0.$pct" "$MAX_RPS")
-    measure "gateway_open$pct" http --url "$GW_URL" "${HTTP_COMMON[@]}" \
+# Half of max is a target: measured BENCH_OPEN_REPEATS times and reported as the
+# median, because on a shared VM one stall of ~150 ms in a 20 s run decides a p99.
+rate=$(rate_of 0.5 "$MAX_RPS")
+for attempt in $(seq "$BENCH_OPEN_REPEATS"); do
+    measure "gateway_open50_$attempt" http --url "$GW_URL" "${HTTP_COMMON[@]}" \
         --batch 1 --connections "$BENCH_CONNECTIONS" --rate "$rate"
 done
+measure gateway_open80 http --url "$GW_URL" "${HTTP_COMMON[@]}" \
+    --batch 1 --connections "$BENCH_CONNECTIONS" --rate "$(rate_of 0.8 "$MAX_RPS")"
 echo "{\"gateway_peak_rss_kb\": $(peak_rss_kb "$GW_PID")}" >"$WORK/gateway_rss.json"
 stop_started "$GW_PID"
 
@@ -340,6 +345,7 @@ done
 FRESH_RATE=${BENCH_FRESH_RATE:-$(rate_of 0.5 "$MAX_RPS")}
 PIPE_RATE=${BENCH_FRESH_RATE:-$(rate_of 0.5 "$(jget "$WORK/pipeline_b1.json" requests_per_s)")}
 for run in "freshness $FRESH_RATE" "freshness_pipeline $PIPE_RATE"; do
+    # shellcheck disable=SC2086  # split on purpose: NAME RATE
     set -- $run
     measure "$1" freshness --url "$GW_URL" --client-id "$CLIENT" --token "$KEY" \
         --rate "$2" --duration "$BENCH_FRESH_DURATION" --connections "$BENCH_CONNECTIONS" \

@@ -105,4 +105,12 @@ def test_smoke_benchmark_writes_every_section_with_numbers(services, tmp_path):
 
     targets = table_rows(section(text, "## Targets (issue 5)"))
     assert len(targets) >= 5 and all(r[1] for r in targets), targets
+
+    # The open loop at half of max ran three times, and its target reads the median p99.
+    open_rows = table_rows(section(text, "### Gateway latency at a fixed rate"))
+    labels = [row[0] for row in open_rows]
+    assert labels == [f"50% of max, run {i}" for i in (1, 2, 3)] + ["80% of max"], labels
+    median_p99 = sorted((row[4] for row in open_rows[:3]), key=float)[1]
+    half_target = [r for r in targets if r[0].startswith("gateway p99 ack latency at half of the gateway's max")]
+    assert [r[1] for r in half_target] == [f"{median_p99} ms"], (half_target, open_rows)
     assert "powehi-loadgen" in section(text, "## Commands")
