@@ -169,17 +169,19 @@ impl Pipeline {
             rows = self.batch.rows(),
             "shutting down: writing the last batch"
         );
-        let mut earlier_written = true;
+        let mut in_flight_written = true;
         if let Some(mut task) = self.writing.take() {
             let mut written = join(&mut task).await;
             self.forget_revoked(&mut written.batch);
-            earlier_written = written.result.is_ok();
-            if earlier_written {
+            in_flight_written = written.result.is_ok();
+            if in_flight_written {
                 self.commit(&written.batch.finish());
             }
         }
         // A later batch is committed only once every earlier one is written.
-        if earlier_written && self.retrying.is_empty() && !self.batch.is_empty() {
+        if !in_flight_written || !self.retrying.is_empty() {
+            tracing::warn!("a batch could not be written; it and later records will be read again");
+        } else if !self.batch.is_empty() {
             match writer::write_once(&self.store, &self.metrics, &mut self.batch).await {
                 Ok(()) => {
                     let offsets = self.batch.finish();
@@ -189,8 +191,6 @@ impl Pipeline {
                     tracing::warn!(%error, "last batch not written; it will be read again")
                 }
             }
-        } else if !earlier_written || !self.retrying.is_empty() {
-            tracing::warn!("a batch could not be written; it and later records will be read again");
         }
         self.consumer.unsubscribe();
         tracing::info!("stopped");

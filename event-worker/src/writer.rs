@@ -49,9 +49,10 @@ impl InsertGate {
     }
 
     /// Blocks until no insert is in flight; false if that took longer than
-    /// both tables' INSERT timeouts and some slack. Runs inside a rebalance callback, on a runtime thread:
-    /// on a multi-threaded runtime the thread's other tasks (the insert itself,
-    /// maybe) are handed to another thread meanwhile.
+    /// both tables' INSERT timeouts and some slack. Runs inside a rebalance
+    /// callback, on a runtime thread: on a multi-threaded runtime the thread's
+    /// other tasks (the insert itself, maybe) are handed to another thread
+    /// meanwhile.
     pub fn wait_idle(&self) -> bool {
         let wait = || {
             let deadline = Instant::now() + REVOKE_WAIT;
