@@ -75,12 +75,16 @@ pub async fn run<R: Requests>(spec: &LoadSpec, requests: Arc<R>) -> std::io::Res
         let spec = spec.clone();
         let (next, requests, pacer) = (next.clone(), requests.clone(), pacer.clone());
         tasks.push(tokio::spawn(async move {
-            let clock = Clock {
+            connection(
+                &spec,
+                &*requests,
+                &next,
+                pacer.as_deref(),
                 start,
                 measure_from,
                 end,
-            };
-            connection(&spec, &*requests, &next, pacer.as_deref(), clock).await
+            )
+            .await
         }));
     }
     let mut total = LoadResult::default();
@@ -101,26 +105,15 @@ pub async fn run<R: Requests>(spec: &LoadSpec, requests: Arc<R>) -> std::io::Res
     Ok(total)
 }
 
-/// When the run starts, is measured from, and ends.
-#[derive(Clone, Copy)]
-struct Clock {
-    start: Instant,
-    measure_from: Instant,
-    end: Instant,
-}
-
 async fn connection<R: Requests + ?Sized>(
     spec: &LoadSpec,
     requests: &R,
     next: &AtomicU64,
     pacer: Option<&Pacer>,
-    clock: Clock,
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
 ) -> (LoadResult, Instant) {
-    let Clock {
-        start,
-        measure_from,
-        end,
-    } = clock;
     let mut result = LoadResult::default();
     let mut last_done = measure_from;
     let mut conn: Option<Conn> = None;
@@ -130,16 +123,17 @@ async fn connection<R: Requests + ?Sized>(
         if spec.max_requests.is_some_and(|max| index >= max) {
             break;
         }
-        let due = match (spec.rate, pacer) {
-            (Some(rate), Some(pacer)) => {
-                let due = start + due_offset(index, rate);
+        let due = match pacer {
+            // Open loop: the pacer releases the request at its due time.
+            Some(pacer) => {
+                let due = start + due_offset(index, pacer.rate());
                 if due >= end {
                     break;
                 }
                 pacer.due().await;
                 due
             }
-            _ => {
+            None => {
                 let now = Instant::now();
                 if now >= end {
                     break;

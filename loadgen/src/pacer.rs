@@ -24,6 +24,7 @@ const QUANTUM: Duration = Duration::from_micros(200);
 
 pub struct Pacer {
     permits: Arc<Semaphore>,
+    rate: f64,
 }
 
 impl Pacer {
@@ -35,7 +36,12 @@ impl Pacer {
         std::thread::Builder::new()
             .name("pacer".into())
             .spawn(move || release(&releasing, start, rate, total))?;
-        Ok(Self { permits })
+        Ok(Self { permits, rate })
+    }
+
+    /// Requests per second.
+    pub fn rate(&self) -> f64 {
+        self.rate
     }
 
     /// Waits until one more request is due. Call it once per request taken.
