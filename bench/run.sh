@@ -103,6 +103,9 @@ log() { echo "bench: $*" >&2; }
 
 ch() { curl -sS --fail-with-body "$CH/" --data-binary "$1"; }
 
+# Rows a worker stored in DATABASE: every record becomes one, accepted or rejected.
+stored_rows() { ch "SELECT (SELECT count() FROM $1.events) + (SELECT count() FROM $1.rejected_events)"; }
+
 stop_pid() {
     local pid=$1
     kill -TERM "$pid" 2>/dev/null || return 0
@@ -298,7 +301,7 @@ for n in 1 2; do
     t_ready=$(now)
     t_first="" c_first=0 stored=0
     while :; do
-        stored=$(ch "SELECT (SELECT count() FROM $db.events) + (SELECT count() FROM $db.rejected_events)")
+        stored=$(stored_rows "$db")
         t=$(now)
         if [ "$stored" -gt 0 ] && [ -z "$t_first" ]; then t_first=$t c_first=$stored; fi
         [ "$stored" -ge "$BENCH_PRELOAD" ] && break
@@ -336,7 +339,7 @@ measure pipeline_b1 http --url "$GW_URL" "${HTTP_COMMON[@]}" \
     --batch 1 --connections "$BENCH_CONNECTIONS" "${REQ_CAP[@]}"
 pipeline_events=$(jget "$WORK/pipeline_b1.json" ok_requests)
 for _ in $(seq "$((BENCH_WORKER_TIMEOUT * 10))"); do
-    stored=$(ch "SELECT (SELECT count() FROM ${DB}_fresh.events) + (SELECT count() FROM ${DB}_fresh.rejected_events)")
+    stored=$(stored_rows "${DB}_fresh")
     [ "$stored" -ge "$pipeline_events" ] && break
     sleep 0.1
 done
@@ -388,7 +391,7 @@ log "worker with every INSERT held back ${BENCH_SLOW_INSERT_MS} ms, for ${BENCH_
 sleep "$BENCH_SLOW_SECONDS"
 slow_rss=$(peak_rss_kb "$W_PID")
 stop_started "$W_PID" "$PROXY_PID"
-slow_stored=$(ch "SELECT (SELECT count() FROM ${DB}_slow.events) + (SELECT count() FROM ${DB}_slow.rejected_events)")
+slow_stored=$(stored_rows "${DB}_slow")
 echo "{\"insert_delay_ms\": $BENCH_SLOW_INSERT_MS, \"seconds\": $BENCH_SLOW_SECONDS, \"stored\": $slow_stored, \"worker_peak_rss_kb\": $slow_rss}" >"$WORK/worker_slow.json"
 log "slow ClickHouse: $(cat "$WORK/worker_slow.json")"
 ch "DROP DATABASE IF EXISTS ${DB}_slow" >/dev/null
