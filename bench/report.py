@@ -130,7 +130,7 @@ lines += [
     "",
     "| producer | events/s | MB/s | share of raw |",
     "|---|---:|---:|---:|",
-    f"| raw librdkafka (acks=all, idempotent, lz4, linger 2 ms) | {num(kafka['events_per_s'])} | {kafka['mb_per_s']:.1f} | 100% |",
+    f"| raw librdkafka (acks=all, idempotent, {kafka['compression']}, linger {kafka['linger_ms']} ms) | {num(kafka['events_per_s'])} | {kafka['mb_per_s']:.1f} | 100% |",
     f"| gateway, 100-event batches over HTTP | {num(gateway[100]['events_per_s'])} | | {pct(kafka_ratio)} |",
     "",
     f"Raw producer: {kafka['acked']:,} records of {kafka['mean_record_bytes']} bytes on average "

@@ -76,6 +76,15 @@ pub struct Config {
     #[arg(long, env = "POWEHI_KAFKA_LINGER_MS", default_value_t = 2)]
     pub kafka_linger_ms: u64,
 
+    /// Compression of the raw topic's record batches (librdkafka's compression.type).
+    #[arg(
+        long,
+        env = "POWEHI_KAFKA_COMPRESSION",
+        default_value = proto::producer::DEFAULT_COMPRESSION,
+        value_parser = proto::producer::COMPRESSIONS
+    )]
+    pub kafka_compression: String,
+
     /// HTTP worker threads (default: one per core).
     #[arg(long, env = "POWEHI_HTTP_WORKERS")]
     pub http_workers: Option<usize>,

@@ -43,8 +43,11 @@ pub struct KafkaSink {
 
 impl KafkaSink {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Result<Self, KafkaError> {
-        let mut client_config =
-            proto::producer::raw_producer_config(&config.kafka.brokers, config.kafka_linger_ms);
+        let mut client_config = proto::producer::raw_producer_config(
+            &config.kafka.brokers,
+            config.kafka_linger_ms,
+            &config.kafka_compression,
+        );
         client_config.set("client.id", "powehi-ingest-gateway").set(
             "message.timeout.ms",
             config.kafka_delivery_timeout_ms.to_string(),

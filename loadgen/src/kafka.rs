@@ -2,8 +2,8 @@
 //! Kafka ceiling, and the way to preload a topic for the worker benchmark.
 //! `topics`: create / delete the benchmark's topics.
 //!
-//! The producer is configured like the gateway's (acks=all, idempotence, lz4,
-//! same linger and queue bounds); records are the gateway's envelopes of the
+//! The producer is configured like the gateway's (acks=all, idempotence, same
+//! compression, linger and queue bounds); records are the gateway's envelopes of the
 //! generated events, each with a fresh event id, keyed by scope + session.
 //! Deliveries are awaited with a bounded window of records in flight.
 
@@ -46,6 +46,13 @@ pub struct KafkaArgs {
     /// Producer batching delay (the gateway's default).
     #[arg(long, default_value_t = 2)]
     pub linger_ms: u64,
+    /// Compression of record batches (the gateway's default).
+    #[arg(
+        long,
+        default_value = proto::producer::DEFAULT_COMPRESSION,
+        value_parser = proto::producer::COMPRESSIONS
+    )]
+    pub compression: String,
     /// Distinct events generated in advance.
     #[arg(long, default_value_t = 10_000)]
     pub pool: usize,
@@ -106,7 +113,7 @@ pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
     ensure_topic(&args.brokers, &args.topic, args.partitions).await?;
     // The gateway's own producer settings, so the two are compared like for like.
     let producer: FutureProducer =
-        proto::producer::raw_producer_config(&args.brokers, args.linger_ms)
+        proto::producer::raw_producer_config(&args.brokers, args.linger_ms, &args.compression)
             .set("client.id", "powehi-loadgen")
             .create()?;
 
@@ -180,6 +187,8 @@ pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
         "elapsed_s": round3(elapsed.as_secs_f64()),
         "events_per_s": per_second(acked, elapsed),
         "mb_per_s": round3(bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)),
+        "compression": args.compression,
+        "linger_ms": args.linger_ms,
     });
     let human = format!(
         "kafka {}: {acked} records acknowledged ({failed} failed) in {:.2} s: {:.0} events/s",

@@ -1,9 +1,13 @@
 """What operators rely on: health, readiness and metrics endpoints, a graceful gateway stop,
-events waiting in Kafka for the first worker, and --help that documents every setting."""
+events waiting in Kafka for the first worker, the raw topic's compression, and --help that
+documents every setting."""
 
 from __future__ import annotations
 
+import glob
 import json
+import os
+import re
 import subprocess
 import threading
 import time
@@ -11,8 +15,10 @@ import time
 import pytest
 import requests
 
+from admin_support import assert_exits_naming
 from e2e_support import (
     GATEWAY_BIN,
+    KAFKA_SCRIPT,
     WORKER_BIN,
     EventStream,
     event,
@@ -48,6 +54,7 @@ GATEWAY_SETTINGS = [
     "POWEHI_MAX_BODY_BYTES",
     "POWEHI_MAX_EVENT_BYTES",
     "POWEHI_KAFKA_DELIVERY_TIMEOUT_MS",
+    "POWEHI_KAFKA_COMPRESSION",
     "POWEHI_LOG",
 ]
 WORKER_SETTINGS = [
@@ -217,6 +224,47 @@ def test_events_acknowledged_before_any_worker_runs_are_stored(start_gateway, st
         resp = post(gateway, {"events": batch})
         assert resp.status_code == 200, resp.text
         acked |= {e["itemId"] for e in batch}
+
+    start_worker(wait="ready")
+    store.wait_for_ids(acked, timeout=60)
+    store.assert_each_stored_once(acked)
+
+
+def raw_topic_codecs(topic: str) -> set[str]:
+    """Codecs of the record batches the local broker stored for `topic`, read from its log
+    segments with Kafka's own DumpLogSegments (deploy/local/kafka.sh's cache and data dir)."""
+    cache = os.environ.get("POWEHI_CACHE", "/var/cache/powehi")
+    version = re.search(r"^KAFKA_VERSION=(\S+)", KAFKA_SCRIPT.read_text(), re.M).group(1)
+    segments = sorted(glob.glob(f"{cache}/kafka-data/{topic}-*/*.log"))
+    assert segments, f"no log segments of {topic} under {cache}/kafka-data"
+    dump = subprocess.run(
+        ["java", "-Xmx256m", "-Dlog4j2.level=ERROR", "-cp", f"{cache}/kafka-{version}/libs/*",
+         "kafka.tools.DumpLogSegments", "--files", ",".join(segments)],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout
+    return {codec.lower() for codec in re.findall(r"compresscodec: (\w+)", dump)}
+
+
+def test_raw_topic_compression_is_a_setting(names, start_gateway, start_worker, store):
+    """The raw topic's batches are snappy-compressed by default and POWEHI_KAFKA_COMPRESSION
+    picks another codec (the broker's log says which); a worker stores events whatever the
+    codec, and a codec this build lacks (zstd) stops the gateway at start, naming the flag."""
+    refused = start_gateway(wait_ready=False, POWEHI_KAFKA_COMPRESSION="zstd")
+    assert_exits_naming(refused, 30, "kafka-compression")
+
+    acked = set()
+
+    def send_through(gateway) -> None:
+        for _ in range(3):
+            batch = [event(gateway.creds.client_id) for _ in range(20)]
+            resp = post(gateway, {"events": batch})
+            assert resp.status_code == 200, resp.text
+            acked.update(e["itemId"] for e in batch)
+
+    send_through(start_gateway())
+    assert raw_topic_codecs(names.topic) == {"snappy"}
+    send_through(start_gateway(POWEHI_KAFKA_COMPRESSION="gzip"))
+    assert raw_topic_codecs(names.topic) == {"snappy", "gzip"}
 
     start_worker(wait="ready")
     store.wait_for_ids(acked, timeout=60)
