@@ -7,15 +7,19 @@
 //! stored, but the producer was told nothing was acknowledged and will retry, so
 //! at-least-once holds (a retry with the same `itemId` keeps the same event id).
 
-use std::sync::{Arc, RwLock};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
+use futures::task::AtomicWaker;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode as Code;
 
 use crate::config::Config;
@@ -35,7 +39,7 @@ pub enum SinkError {
 
 pub struct KafkaSink {
     /// Replaced as a whole when librdkafka reports a fatal (idempotence) error.
-    producer: RwLock<Arc<FutureProducer>>,
+    producer: RwLock<Arc<RawProducer>>,
     client_config: ClientConfig,
     topic: String,
     metrics: Arc<Metrics>,
@@ -52,7 +56,7 @@ impl KafkaSink {
             "message.timeout.ms",
             config.kafka_delivery_timeout_ms.to_string(),
         );
-        let producer = client_config.create()?;
+        let producer = client_config.create_with_context(AckContext)?;
         Ok(Self {
             producer: RwLock::new(Arc::new(producer)),
             client_config,
@@ -61,7 +65,7 @@ impl KafkaSink {
         })
     }
 
-    fn producer(&self) -> Arc<FutureProducer> {
+    fn producer(&self) -> Arc<RawProducer> {
         self.producer
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -72,17 +76,16 @@ impl KafkaSink {
     pub async fn send_all(&self, records: &[OutRecord]) -> Result<(), SinkError> {
         let started = Instant::now();
         let producer = self.producer();
-        let mut deliveries = Vec::with_capacity(records.len());
+        let acks = Arc::new(Acks::holding());
         for record in records {
-            let mut pending = FutureRecord::to(&self.topic)
+            let mut pending = BaseRecord::with_opaque_to(&self.topic, acks.clone())
                 .key(&record.key)
                 .payload(&record.payload);
+            // Counted before it is queued: its report can arrive before send returns.
+            acks.pending.fetch_add(1, Ordering::Relaxed);
             loop {
-                match producer.send_result(pending) {
-                    Ok(delivery) => {
-                        deliveries.push(delivery);
-                        break;
-                    }
+                match producer.send(pending) {
+                    Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                         // The producer's buffer is full: wait for it to drain a little.
                         pending = returned;
@@ -92,17 +95,10 @@ impl KafkaSink {
                 }
             }
         }
-        let mut first_error = None;
-        for outcome in join_all(deliveries).await {
-            let error = match outcome {
-                Ok(Ok(_)) => continue,
-                Ok(Err((error, _))) => error.to_string(),
-                Err(_canceled) => "the producer was shut down".to_string(),
-            };
-            first_error.get_or_insert(error);
-        }
-        if let Some(error) = first_error {
-            return Err(self.failed(&producer, error));
+        acks.reported();
+        AllReported(&acks).await;
+        if let Some(error) = acks.first_error.get() {
+            return Err(self.failed(&producer, error.clone()));
         }
         self.metrics
             .kafka_delivery_duration
@@ -110,7 +106,7 @@ impl KafkaSink {
         Ok(())
     }
 
-    fn failed(&self, producer: &Arc<FutureProducer>, error: String) -> SinkError {
+    fn failed(&self, producer: &Arc<RawProducer>, error: String) -> SinkError {
         self.metrics.kafka_delivery_errors.inc();
         tracing::warn!(%error, "kafka did not acknowledge a request");
         if let Some(fatal) = producer.client().fatal_error() {
@@ -122,12 +118,12 @@ impl KafkaSink {
     /// An idempotent producer that hit a fatal error refuses everything from then
     /// on; a fresh one (new producer id) takes over. Only the first caller that
     /// sees the broken producer replaces it.
-    fn replace_producer(&self, broken: &Arc<FutureProducer>, reason: &str) {
+    fn replace_producer(&self, broken: &Arc<RawProducer>, reason: &str) {
         let mut current = self.producer.write().unwrap_or_else(|p| p.into_inner());
         if !Arc::ptr_eq(&current, broken) {
             return;
         }
-        match self.client_config.create::<FutureProducer>() {
+        match self.client_config.create_with_context(AckContext) {
             Ok(fresh) => {
                 tracing::error!(reason, "kafka producer hit a fatal error, replaced it");
                 self.metrics.kafka_producer_restarts.inc();
@@ -175,5 +171,131 @@ impl KafkaSink {
         if let Err(error) = self.producer().flush(timeout) {
             tracing::warn!(%error, "kafka producer flush did not complete");
         }
+    }
+}
+
+/// The gateway's producer: delivery reports count down [`Acks`] (librdkafka's
+/// poll thread calls [`AckContext::delivery`]).
+type RawProducer = ThreadedProducer<AckContext>;
+
+/// One request's records awaiting their delivery reports. The last report wakes
+/// the request: one wake-up per request, where a future per record (rdkafka's
+/// `FutureProducer`) cost a channel and a cross-thread wake-up per record.
+struct Acks {
+    /// Records queued and not yet reported, plus one held by the sender until
+    /// every record is queued, so an early report cannot finish the request.
+    pending: AtomicUsize,
+    first_error: OnceLock<String>,
+    waker: AtomicWaker,
+}
+
+impl Acks {
+    fn holding() -> Self {
+        Self {
+            pending: AtomicUsize::new(1),
+            first_error: OnceLock::new(),
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    /// One record reported (or the sender's hold released).
+    fn reported(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.waker.wake();
+        }
+    }
+}
+
+/// Ready once every record of the request has been reported.
+struct AllReported<'a>(&'a Acks);
+
+impl Future for AllReported<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let acks = self.0;
+        if acks.pending.load(Ordering::Acquire) == 0 {
+            return Poll::Ready(());
+        }
+        acks.waker.register(cx.waker());
+        // Checked again: the last report may have come before the waker was in place.
+        if acks.pending.load(Ordering::Acquire) == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+struct AckContext;
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Arc<Acks>;
+
+    /// A record purged when its producer is dropped is reported here too, with
+    /// an error, so no request waits for a producer that is gone.
+    fn delivery(&self, report: &DeliveryResult<'_>, acks: Arc<Acks>) {
+        if let Err((error, _)) = report {
+            // Only the first error is kept: it is the one the request fails with.
+            let _ = acks.first_error.set(error.to_string());
+        }
+        acks.reported();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use futures::task::{waker, ArcWake};
+    use futures::FutureExt;
+
+    use super::*;
+
+    struct CountingWaker(AtomicUsize);
+
+    impl ArcWake for CountingWaker {
+        fn wake_by_ref(this: &Arc<Self>) {
+            this.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn queued(records: usize) -> Acks {
+        let acks = Acks::holding();
+        acks.pending.fetch_add(records, Ordering::Relaxed);
+        acks
+    }
+
+    #[test]
+    fn reports_that_come_while_records_are_still_queued_do_not_finish_the_request() {
+        let acks = queued(2);
+        acks.reported();
+        acks.reported();
+        assert!(AllReported(&acks).now_or_never().is_none());
+        acks.reported(); // the sender's hold
+        assert!(AllReported(&acks).now_or_never().is_some());
+    }
+
+    #[test]
+    fn the_last_report_wakes_the_waiting_request_once() {
+        let acks = queued(3);
+        acks.reported();
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let request_waker = waker(counter.clone());
+        let mut cx = Context::from_waker(&request_waker);
+        let mut all = AllReported(&acks);
+        assert!(Pin::new(&mut all).poll(&mut cx).is_pending());
+        acks.reported();
+        acks.reported();
+        assert_eq!(
+            counter.0.load(Ordering::SeqCst),
+            0,
+            "woken before the last report"
+        );
+        acks.reported();
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1);
+        assert!(Pin::new(&mut all).poll(&mut cx).is_ready());
     }
 }
