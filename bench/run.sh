@@ -41,6 +41,7 @@ if [ "$MODE" = smoke ]; then
     : "${BENCH_WARMUP:=0}"
     : "${BENCH_REQUESTS:=20}"         # cap of requests per closed-loop HTTP run
     : "${BENCH_CONNECTIONS:=4}"
+    : "${BENCH_MAX_CONNECTIONS:=4 8}"  # closed-loop max: the best of these
     : "${BENCH_KAFKA_RECORDS:=500}"   # raw producer: a count instead of a duration
     : "${BENCH_CH_ROWS:=500}"
     : "${BENCH_CH_BATCH:=250}"
@@ -56,7 +57,12 @@ else
     : "${BENCH_DURATION:=20}"
     : "${BENCH_WARMUP:=3}"
     : "${BENCH_REQUESTS:=}"
-    : "${BENCH_CONNECTIONS:=128}"
+    : "${BENCH_CONNECTIONS:=128}"      # open loop, freshness and the Kafka stall
+    # Closed-loop max: each side's best of these. Every request holds its connection
+    # until Kafka acknowledges it (linger plus a broker round trip, ~4 ms), so 128
+    # connections cap the gateway near 128 / 4 ms whatever its CPU (Little's law);
+    # more connections can cost a handler that answers at once (bench/PROFILING.md).
+    : "${BENCH_MAX_CONNECTIONS:=128 512}"
     : "${BENCH_KAFKA_RECORDS:=}"
     : "${BENCH_CH_ROWS:=2000000}"
     : "${BENCH_CH_BATCH:=50000}"
@@ -182,6 +188,23 @@ measure() {  # NAME ARGS...
     tail -n 1 "$WORK/$name.log" >&2
 }
 
+# A closed-loop max: NAME measured at each of BENCH_MAX_CONNECTIONS (as NAME_cN),
+# the run with the most requests/s copied to NAME.json.
+measure_max() {  # NAME ARGS...
+    local name=$1 conns; shift
+    for conns in $BENCH_MAX_CONNECTIONS; do
+        measure "${name}_c$conns" "$@" --connections "$conns"
+    done
+    python3 - "$WORK" "$name" <<'EOF'
+import json, shutil, sys
+from pathlib import Path
+work, name = Path(sys.argv[1]), sys.argv[2]
+def rps(path):
+    return json.loads(path.read_text().strip().splitlines()[-1])["requests_per_s"]
+shutil.copy(max(work.glob(f"{name}_c*.json"), key=rps), work / f"{name}.json")
+EOF
+}
+
 jget() {  # FILE KEY[.KEY...]
     python3 - "$@" <<'EOF'
 import json, sys
@@ -253,16 +276,16 @@ BASE_PID=$!
 PIDS+=("$BASE_PID")
 wait_port "$port" "$BASE_PID" baseline-http
 for batch in 1 10 100; do
-    measure "baseline_b$batch" http --url "http://127.0.0.1:$port/powehi/smile" "${HTTP_COMMON[@]}" \
-        --batch "$batch" --connections "$BENCH_CONNECTIONS" "${REQ_CAP[@]}"
+    measure_max "baseline_b$batch" http --url "http://127.0.0.1:$port/powehi/smile" "${HTTP_COMMON[@]}" \
+        --batch "$batch" "${REQ_CAP[@]}"
 done
 stop_started "$BASE_PID"
 
 # ------------------------------------------------------------------ 2. gateway, max load
 start_gateway gateway "$RAW_LOAD" "${DB}_fresh"
 for batch in 1 10 100; do
-    measure "gateway_b$batch" http --url "$GW_URL" "${HTTP_COMMON[@]}" \
-        --batch "$batch" --connections "$BENCH_CONNECTIONS" "${REQ_CAP[@]}"
+    measure_max "gateway_b$batch" http --url "$GW_URL" "${HTTP_COMMON[@]}" \
+        --batch "$batch" "${REQ_CAP[@]}"
 done
 MAX_RPS=$(jget "$WORK/gateway_b1.json" requests_per_s)
 # Half of max is a target: measured BENCH_OPEN_REPEATS times and reported as the
@@ -335,8 +358,7 @@ start_worker worker_fresh "$RAW_FRESH" "${DB}_fresh" "powehi-bench-$ID-fresh"
 W_FRESH_PID=$W_PID
 # The pipeline's own max: single-event requests while a worker consumes them,
 # all on this machine. Then the worker catches up before freshness is measured.
-measure pipeline_b1 http --url "$GW_URL" "${HTTP_COMMON[@]}" \
-    --batch 1 --connections "$BENCH_CONNECTIONS" "${REQ_CAP[@]}"
+measure_max pipeline_b1 http --url "$GW_URL" "${HTTP_COMMON[@]}" --batch 1 "${REQ_CAP[@]}"
 pipeline_events=$(jget "$WORK/pipeline_b1.json" ok_requests)
 for _ in $(seq "$((BENCH_WORKER_TIMEOUT * 10))"); do
     stored=$(stored_rows "${DB}_fresh")

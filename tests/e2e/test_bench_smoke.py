@@ -39,10 +39,26 @@ def section(text: str, heading: str) -> str:
     return text[start : end if end != -1 else len(text)]
 
 
+def tables(body: str) -> list[list[list[str]]]:
+    """Data rows of each Markdown table in `body`, in order (header and rule skipped)."""
+    found: list[list[str]] = []
+    current: list[str] = []
+    for line in body.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            found.append(current)
+            current = []
+    return [[[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]] for rows in found]
+
+
 def table_rows(body: str) -> list[list[str]]:
-    """Data rows of the first Markdown table in `body` (header and rule skipped)."""
-    rows = [line for line in body.splitlines() if line.startswith("|")]
-    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
+    """Data rows of the first Markdown table in `body`."""
+    return tables(body)[0]
+
+
+def req_s(cell: str) -> float:
+    return float(cell.replace(",", ""))
 
 
 def positive(cell: str) -> bool:
@@ -73,7 +89,7 @@ def test_smoke_benchmark_writes_every_section_with_numbers(services, tmp_path):
 
     # Every result table has rows, and every cell of its numeric columns is a positive number.
     numeric_columns = {
-        "### Gateway vs a trivial HTTP handler": [1, 2, 3],
+        "### Gateway vs a trivial HTTP handler": [3],
         "### Gateway latency at a fixed rate": [1, 2, 3, 4, 5, 6],
         "### Worker vs raw ClickHouse insert": [1],
         "### Freshness: HTTP ack to visible in `event_log`": [0, 1, 2, 5, 7],
@@ -86,6 +102,18 @@ def test_smoke_benchmark_writes_every_section_with_numbers(services, tmp_path):
         for row in rows:
             for c in columns:
                 assert NUMBER.match(row[c]) and positive(row[c]), f"{heading}: {row[c]!r} in {row}"
+    # Each side's max is its best run over the connection sweep, which is listed whole.
+    best, runs = tables(section(text, "### Gateway vs a trivial HTTP handler"))[:2]
+    assert [row[0] for row in best] == ["1", "10", "100"], best
+    assert sorted({row[1] for row in runs}) == ["4", "8"], runs
+    for row in best:
+        swept = [r for r in runs if r[0] == row[0]]
+        for column, side in ((1, 2), (2, 3)):
+            figure = re.match(r"^([\d,]+) \((\d+)\)$", row[column])
+            assert figure, f"{row[column]!r} is not 'req/s (connections)'"
+            top = max(req_s(r[side]) for r in swept)
+            assert req_s(figure.group(1)) == top and top > 0, (row, swept)
+            assert (figure.group(2), figure.group(1)) in [(r[1], r[side]) for r in swept], (row, swept)
     kafka_rows = table_rows(section(text, "### Gateway vs raw librdkafka"))
     assert len(kafka_rows) == 2 and all(positive(r[1]) for r in kafka_rows), kafka_rows
 
