@@ -98,8 +98,9 @@ RAW_LOAD=powehi.bench.$ID.raw           # the gateway under max load (no worker)
 RAW_FRESH=powehi.bench.$ID.fresh        # gateway + worker for freshness
 PRELOAD_TOPIC=powehi.bench.$ID.preload  # what the workers read
 KAFKA_TOPIC=powehi.bench.$ID.kafka      # raw producer baseline
+FLOOR_TOPIC=powehi.bench.$ID.floor      # trivial handler + Kafka acknowledgement
 DB=powehi_bench_$ID
-TOPICS="$CONFIG_TOPIC,$RAW_LOAD,$RAW_FRESH,$PRELOAD_TOPIC,$KAFKA_TOPIC"
+TOPICS="$CONFIG_TOPIC,$RAW_LOAD,$RAW_FRESH,$PRELOAD_TOPIC,$KAFKA_TOPIC,$FLOOR_TOPIC"
 DATABASES="${DB}_fresh ${DB}_w1 ${DB}_w2 ${DB}_ch ${DB}_slow"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/powehi-bench.XXXXXX")
 PIDS=()
@@ -282,19 +283,34 @@ done
 stop_started "$BASE_PID"
 
 # ------------------------------------------------------------------ 2. gateway, max load
+# Next to it, the floor of any gateway that answers once Kafka has the data: the
+# trivial handler forwarding each body as one record and answering on its
+# acknowledgement (same producer settings), measured the same way.
+port=$(free_port)
+echo "powehi-loadgen baseline-http --addr 127.0.0.1:$port --kafka-topic $FLOOR_TOPIC" >>"$WORK/commands.txt"
+"$LOADGEN" baseline-http --addr "127.0.0.1:$port" --kafka-topic "$FLOOR_TOPIC" >"$WORK/floor-http.log" 2>&1 &
+FLOOR_PID=$!
+PIDS+=("$FLOOR_PID")
+wait_port "$port" "$FLOOR_PID" "baseline-http --kafka-topic"
+FLOOR_URL=http://127.0.0.1:$port/powehi/smile
 start_gateway gateway "$RAW_LOAD" "${DB}_fresh"
 for batch in 1 10 100; do
     measure_max "gateway_b$batch" http --url "$GW_URL" "${HTTP_COMMON[@]}" \
         --batch "$batch" "${REQ_CAP[@]}"
 done
+measure_max floor_b1 http --url "$FLOOR_URL" "${HTTP_COMMON[@]}" --batch 1 "${REQ_CAP[@]}"
 MAX_RPS=$(jget "$WORK/gateway_b1.json" requests_per_s)
 # Half of max is a target: measured BENCH_OPEN_REPEATS times and reported as the
 # median, because on a shared VM one stall of ~150 ms in a 20 s run decides a p99.
+# The floor runs at the same rate, interleaved, so both meet the same machine.
 rate=$(rate_of 0.5 "$MAX_RPS")
 for attempt in $(seq "$BENCH_OPEN_REPEATS"); do
     measure "gateway_open50_$attempt" http --url "$GW_URL" "${HTTP_COMMON[@]}" \
         --batch 1 --connections "$BENCH_CONNECTIONS" --rate "$rate"
+    measure "floor_open50_$attempt" http --url "$FLOOR_URL" "${HTTP_COMMON[@]}" \
+        --batch 1 --connections "$BENCH_CONNECTIONS" --rate "$rate"
 done
+stop_started "$FLOOR_PID"
 measure gateway_open80 http --url "$GW_URL" "${HTTP_COMMON[@]}" \
     --batch 1 --connections "$BENCH_CONNECTIONS" --rate "$(rate_of 0.8 "$MAX_RPS")"
 echo "{\"gateway_peak_rss_kb\": $(peak_rss_kb "$GW_PID")}" >"$WORK/gateway_rss.json"

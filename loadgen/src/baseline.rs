@@ -2,9 +2,21 @@
 //! paths as the gateway that reads the whole body and answers `{"updated":0}`,
 //! with as many workers as the gateway uses by default (one per core). What the
 //! gateway reaches as a share of this is what its own work costs.
+//!
+//! With `--kafka-topic` it is the floor of any gateway that answers only once
+//! Kafka has the data: each body goes to Kafka as one record, with the gateway's
+//! producer settings, and the answer waits for its acknowledgement. No parsing,
+//! no authentication, no envelope: what is left is HTTP plus the Kafka round trip.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use clap::Args;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+use crate::kafka::ensure_topic;
 
 #[derive(Debug, Clone, Args)]
 pub struct BaselineArgs {
@@ -17,6 +29,25 @@ pub struct BaselineArgs {
     /// HTTP worker threads (default: one per core, like the gateway).
     #[arg(long)]
     pub workers: Option<usize>,
+    /// Forward each body to this topic and answer after Kafka's acknowledgement.
+    #[arg(long)]
+    pub kafka_topic: Option<String>,
+    #[arg(long, env = "POWEHI_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// Partitions if the topic has to be created (the gateway's default).
+    #[arg(long, default_value_t = 12)]
+    pub partitions: i32,
+    /// Producer batching delay (the gateway's default).
+    #[arg(long, default_value_t = 2)]
+    pub linger_ms: u64,
+}
+
+/// Where `--kafka-topic` sends the bodies.
+struct Forward {
+    producer: FutureProducer,
+    topic: String,
+    /// Keys spread the records over the partitions, as sessions do in the gateway.
+    next_key: AtomicU64,
 }
 
 async fn smile(body: web::Bytes) -> HttpResponse {
@@ -27,15 +58,51 @@ async fn smile(body: web::Bytes) -> HttpResponse {
         .body(r#"{"updated":0}"#)
 }
 
+async fn forward(body: web::Bytes, to: web::Data<Forward>) -> HttpResponse {
+    let key = to.next_key.fetch_add(1, Ordering::Relaxed).to_string();
+    let record = FutureRecord::to(&to.topic).key(&key).payload(body.as_ref());
+    match to.producer.send(record, Timeout::Never).await {
+        Ok(_) => HttpResponse::Ok()
+            .content_type("application/json")
+            .body(r#"{"updated":0}"#),
+        Err((error, _)) => HttpResponse::ServiceUnavailable().body(error.to_string()),
+    }
+}
+
 pub fn run(args: BaselineArgs) -> anyhow::Result<()> {
     let prefix = args.path_prefix.trim_end_matches('/').to_string();
     actix_web::rt::System::new().block_on(async move {
+        let forward_to = match &args.kafka_topic {
+            Some(topic) => {
+                ensure_topic(&args.brokers, topic, args.partitions).await?;
+                let producer = proto::producer::raw_producer_config(
+                    &args.brokers,
+                    args.linger_ms,
+                    proto::producer::DEFAULT_COMPRESSION,
+                )
+                .set("client.id", "powehi-baseline-http")
+                .create()?;
+                Some(web::Data::from(Arc::new(Forward {
+                    producer,
+                    topic: topic.clone(),
+                    next_key: AtomicU64::new(0),
+                })))
+            }
+            None => None,
+        };
         let server = HttpServer::new(move || {
-            App::new()
+            let app = App::new()
                 // The gateway's default body limit.
-                .app_data(web::PayloadConfig::new(1024 * 1024))
-                .route("/smile", web::post().to(smile))
-                .route(&format!("{prefix}/smile"), web::post().to(smile))
+                .app_data(web::PayloadConfig::new(1024 * 1024));
+            match &forward_to {
+                Some(to) => app
+                    .app_data(to.clone())
+                    .route("/smile", web::post().to(forward))
+                    .route(&format!("{prefix}/smile"), web::post().to(forward)),
+                None => app
+                    .route("/smile", web::post().to(smile))
+                    .route(&format!("{prefix}/smile"), web::post().to(smile)),
+            }
         });
         let server = match args.workers {
             Some(n) => server.workers(n),

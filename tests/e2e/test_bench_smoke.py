@@ -114,6 +114,11 @@ def test_smoke_benchmark_writes_every_section_with_numbers(services, tmp_path):
             top = max(req_s(r[side]) for r in swept)
             assert req_s(figure.group(1)) == top and top > 0, (row, swept)
             assert (figure.group(2), figure.group(1)) in [(r[1], r[side]) for r in swept], (row, swept)
+    # The floor (trivial handler + Kafka acknowledgement) ran the same sweep with single events.
+    floor_runs = [r for r in runs if r[0] == "1"]
+    floor_text = re.search(r"Single-event requests: ([\d,]+) req/s\s+\((\d+) connections\)", text)
+    assert floor_text, "no floor figure in the gateway section"
+    assert req_s(floor_text.group(1)) == max(req_s(r[4]) for r in floor_runs) > 0, (floor_text.group(0), floor_runs)
     kafka_rows = table_rows(section(text, "### Gateway vs raw librdkafka"))
     assert len(kafka_rows) == 2 and all(positive(r[1]) for r in kafka_rows), kafka_rows
 
@@ -137,8 +142,21 @@ def test_smoke_benchmark_writes_every_section_with_numbers(services, tmp_path):
     # The open loop at half of max ran three times, and its target reads the median p99.
     open_rows = table_rows(section(text, "### Gateway latency at a fixed rate"))
     labels = [row[0] for row in open_rows]
-    assert labels == [f"50% of max, run {i}" for i in (1, 2, 3)] + ["80% of max"], labels
+    assert labels == [f"50% of max, run {i}" for i in (1, 2, 3)] + ["80% of max"] + [
+        f"floor, 50% of the gateway's max, run {i}" for i in (1, 2, 3)
+    ], labels
+    assert open_rows[0][1] == open_rows[4][1], "the floor ran at another rate than the gateway"
     median_p99 = sorted((row[4] for row in open_rows[:3]), key=float)[1]
     half_target = [r for r in targets if r[0].startswith("gateway p99 ack latency at half of the gateway's max")]
     assert [r[1] for r in half_target] == [f"{median_p99} ms"], (half_target, open_rows)
+    # Next to the targets, what the floor reaches on the two measures it bounds.
+    allowed = tables(section(text, "## Targets (issue 5)"))[1]
+    assert [r[0].split(" (")[0] for r in allowed] == [
+        "single-event req/s vs trivial handler",
+        "p99 ack latency at half of the gateway's max",
+    ], allowed
+    for row in allowed:
+        assert all(NUMBER.match(c) and positive(c) for c in row[1:3]), row
+    floor_p99 = sorted((row[4] for row in open_rows[4:]), key=float)[1]
+    assert allowed[1][1] == f"{floor_p99} ms", (allowed, open_rows)
     assert "powehi-loadgen" in section(text, "## Commands")
