@@ -246,7 +246,7 @@ def raw_topic_codecs(topic: str) -> set[str]:
 
 
 def test_raw_topic_compression_is_a_setting(names, start_gateway, start_worker, store):
-    """The raw topic's batches are snappy-compressed by default and POWEHI_KAFKA_COMPRESSION
+    """The raw topic's batches are LZ4-compressed by default and POWEHI_KAFKA_COMPRESSION
     picks another codec (the broker's log says which); a worker stores events whatever the
     codec, and a codec this build lacks (zstd) stops the gateway at start, naming the flag."""
     refused = start_gateway(wait_ready=False, POWEHI_KAFKA_COMPRESSION="zstd")
@@ -262,9 +262,9 @@ def test_raw_topic_compression_is_a_setting(names, start_gateway, start_worker, 
             acked.update(e["itemId"] for e in batch)
 
     send_through(start_gateway())
-    assert raw_topic_codecs(names.topic) == {"snappy"}
-    send_through(start_gateway(POWEHI_KAFKA_COMPRESSION="gzip"))
-    assert raw_topic_codecs(names.topic) == {"snappy", "gzip"}
+    assert raw_topic_codecs(names.topic) == {"lz4"}
+    send_through(start_gateway(POWEHI_KAFKA_COMPRESSION="snappy"))
+    assert raw_topic_codecs(names.topic) == {"lz4", "snappy"}
 
     start_worker(wait="ready")
     store.wait_for_ids(acked, timeout=60)
