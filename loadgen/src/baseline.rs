@@ -16,7 +16,7 @@ use clap::Args;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
-use crate::kafka::ensure_topic;
+use crate::kafka::ProducerArgs;
 
 #[derive(Debug, Clone, Args)]
 pub struct BaselineArgs {
@@ -32,14 +32,9 @@ pub struct BaselineArgs {
     /// Forward each body to this topic and answer after Kafka's acknowledgement.
     #[arg(long)]
     pub kafka_topic: Option<String>,
-    #[arg(long, env = "POWEHI_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
-    pub brokers: String,
-    /// Partitions if the topic has to be created (the gateway's default).
-    #[arg(long, default_value_t = 12)]
-    pub partitions: i32,
-    /// Producer batching delay (the gateway's default).
-    #[arg(long, default_value_t = 2)]
-    pub linger_ms: u64,
+    /// The producer of `--kafka-topic`.
+    #[command(flatten)]
+    pub producer: ProducerArgs,
 }
 
 /// Where `--kafka-topic` sends the bodies.
@@ -74,14 +69,10 @@ pub fn run(args: BaselineArgs) -> anyhow::Result<()> {
     actix_web::rt::System::new().block_on(async move {
         let forward_to = match &args.kafka_topic {
             Some(topic) => {
-                ensure_topic(&args.brokers, topic, args.partitions).await?;
-                let producer = proto::producer::raw_producer_config(
-                    &args.brokers,
-                    args.linger_ms,
-                    proto::producer::DEFAULT_COMPRESSION,
-                )
-                .set("client.id", "powehi-baseline-http")
-                .create()?;
+                let producer = args
+                    .producer
+                    .producer_for(topic, "powehi-baseline-http")
+                    .await?;
                 Some(web::Data::from(Arc::new(Forward {
                     producer,
                     topic: topic.clone(),

@@ -22,15 +22,50 @@ use serde_json::value::RawValue;
 use crate::events::{kafka_record, EventGen};
 use crate::stats::{emit, per_second, round3};
 
+/// A raw-topic producer configured like the gateway's, and where its topic lives.
+/// Shared by the raw-librdkafka baseline and `baseline-http --kafka-topic`.
 #[derive(Debug, Clone, Args)]
-pub struct KafkaArgs {
+pub struct ProducerArgs {
     #[arg(long, env = "POWEHI_KAFKA_BROKERS", default_value = "127.0.0.1:9092")]
     pub brokers: String,
-    #[arg(long)]
-    pub topic: String,
     /// Partitions if the topic has to be created (the gateway's default).
     #[arg(long, default_value_t = 12)]
     pub partitions: i32,
+    /// Producer batching delay (the gateway's default).
+    #[arg(long, default_value_t = 2)]
+    pub linger_ms: u64,
+    /// Compression of record batches (the gateway's default).
+    #[arg(
+        long,
+        default_value = proto::producer::DEFAULT_COMPRESSION,
+        value_parser = proto::producer::COMPRESSIONS
+    )]
+    pub compression: String,
+}
+
+impl ProducerArgs {
+    /// Creates `topic` if it is missing, then a producer with the gateway's own
+    /// settings, so what it measures compares like for like.
+    pub async fn producer_for(
+        &self,
+        topic: &str,
+        client_id: &str,
+    ) -> anyhow::Result<FutureProducer> {
+        ensure_topic(&self.brokers, topic, self.partitions).await?;
+        Ok(
+            proto::producer::raw_producer_config(&self.brokers, self.linger_ms, &self.compression)
+                .set("client.id", client_id)
+                .create()?,
+        )
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct KafkaArgs {
+    #[command(flatten)]
+    pub producer: ProducerArgs,
+    #[arg(long)]
+    pub topic: String,
     /// Data source the events belong to (their scope).
     #[arg(long, default_value = "bench")]
     pub client_id: String,
@@ -43,16 +78,6 @@ pub struct KafkaArgs {
     /// Records awaiting their acknowledgement at most.
     #[arg(long, default_value_t = 100_000)]
     pub window: usize,
-    /// Producer batching delay (the gateway's default).
-    #[arg(long, default_value_t = 2)]
-    pub linger_ms: u64,
-    /// Compression of record batches (the gateway's default).
-    #[arg(
-        long,
-        default_value = proto::producer::DEFAULT_COMPRESSION,
-        value_parser = proto::producer::COMPRESSIONS
-    )]
-    pub compression: String,
     /// Distinct events generated in advance.
     #[arg(long, default_value_t = 10_000)]
     pub pool: usize,
@@ -77,11 +102,7 @@ fn client_config(brokers: &str) -> ClientConfig {
     config
 }
 
-pub(crate) async fn ensure_topic(
-    brokers: &str,
-    topic: &str,
-    partitions: i32,
-) -> anyhow::Result<()> {
+async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = client_config(brokers).create()?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(-1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
@@ -114,12 +135,10 @@ pub async fn delete_topics(args: TopicsArgs) -> anyhow::Result<()> {
 }
 
 pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
-    ensure_topic(&args.brokers, &args.topic, args.partitions).await?;
-    // The gateway's own producer settings, so the two are compared like for like.
-    let producer: FutureProducer =
-        proto::producer::raw_producer_config(&args.brokers, args.linger_ms, &args.compression)
-            .set("client.id", "powehi-loadgen")
-            .create()?;
+    let producer = args
+        .producer
+        .producer_for(&args.topic, "powehi-loadgen")
+        .await?;
 
     // Events parsed once; each record gets its own envelope (fresh id, now).
     let mut gen = EventGen::new(&args.client_id, args.sessions, args.seed);
@@ -191,8 +210,8 @@ pub async fn run(args: KafkaArgs) -> anyhow::Result<()> {
         "elapsed_s": round3(elapsed.as_secs_f64()),
         "events_per_s": per_second(acked, elapsed),
         "mb_per_s": round3(bytes as f64 / 1e6 / elapsed.as_secs_f64().max(1e-9)),
-        "compression": args.compression,
-        "linger_ms": args.linger_ms,
+        "compression": args.producer.compression,
+        "linger_ms": args.producer.linger_ms,
     });
     let human = format!(
         "kafka {}: {acked} records acknowledged ({failed} failed) in {:.2} s: {:.0} events/s",
