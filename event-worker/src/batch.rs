@@ -18,8 +18,13 @@ pub struct Limits {
 
 #[derive(Default)]
 pub struct Batch {
+    /// Accepted rows to write to `events` (then to the profile feed).
     pub events: Vec<EventRow>,
     pub rejected: Vec<RejectedRow>,
+    /// Accepted rows already in `events` whose profile feed is still to be
+    /// written: written by this batch's first step, or found stored on
+    /// takeover (see [`crate::profiles`]).
+    pub to_feed: Vec<EventRow>,
     /// Record bytes behind the rows still to write.
     bytes: usize,
     /// When the first record of this batch arrived.
@@ -27,6 +32,9 @@ pub struct Batch {
     /// Per partition, the offset to commit once this batch is written: the
     /// *next* offset to read, i.e. the last handled offset + 1.
     next_offsets: BTreeMap<i32, i64>,
+    /// Per partition, the first offset this batch handles: everything below
+    /// it was written and committed before.
+    first_offsets: BTreeMap<i32, i64>,
 }
 
 impl Batch {
@@ -39,15 +47,31 @@ impl Batch {
         self.mark_handled(position);
     }
 
+    /// An accepted record found already stored on takeover: only its profile
+    /// feed is written again (idempotent), in case the writer that stored it
+    /// stopped before the feed.
+    pub fn push_stored(&mut self, row: EventRow, position: Position) {
+        self.to_feed.push(row);
+        self.mark_handled(position);
+    }
+
     /// A record that needs no row (already stored) still moves its partition on.
     pub fn mark_handled(&mut self, position: Position) {
         self.opened_at.get_or_insert_with(Instant::now);
         self.next_offsets
             .insert(position.partition, position.offset + 1);
+        self.first_offsets
+            .entry(position.partition)
+            .or_insert(position.offset);
+    }
+
+    /// Per partition, the first offset this batch handles.
+    pub fn first_offsets(&self) -> BTreeMap<i32, i64> {
+        self.first_offsets.clone()
     }
 
     pub fn rows(&self) -> usize {
-        self.events.len() + self.rejected.len()
+        self.events.len() + self.rejected.len() + self.to_feed.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -69,14 +93,18 @@ impl Batch {
         let owned = |partition: u32| !revoked.contains(&(partition as i32));
         self.events.retain(|row| owned(row.kafka_partition));
         self.rejected.retain(|row| owned(row.kafka_partition));
+        self.to_feed.retain(|row| owned(row.kafka_partition));
         self.next_offsets
+            .retain(|partition, _| !revoked.contains(partition));
+        self.first_offsets
             .retain(|partition, _| !revoked.contains(partition));
         if self.next_offsets.is_empty() {
             *self = Self::default();
         }
     }
 
-    /// Per partition, the lowest offset among the rows still to write.
+    /// Per partition, the lowest offset among the rows still to write to
+    /// `events` or `rejected_events`.
     pub fn lowest_offsets(&self) -> BTreeMap<i32, i64> {
         let mut lowest = BTreeMap::new();
         let positions = self
@@ -95,16 +123,23 @@ impl Batch {
         lowest
     }
 
-    /// Removes the rows of `partition` whose offsets are in `stored` (sorted);
-    /// returns how many. Their offsets still get committed.
-    pub fn drop_stored(&mut self, partition: i32, stored: &[u64]) -> usize {
-        let before = self.rows();
-        let keep = |p: u32, o: u64| p as i32 != partition || stored.binary_search(&o).is_err();
-        self.events
-            .retain(|r| keep(r.kafka_partition, r.kafka_offset));
+    /// Removes the rows of `partition` whose offsets are in `stored` (sorted)
+    /// from what is to be written; accepted ones still get their profile feed.
+    /// Returns how many. Their offsets still get committed.
+    pub fn drop_stored(&mut self, partition: i32, stored: &[(u64, bool)]) -> usize {
+        let is_stored = |p: u32, o: u64| {
+            p as i32 == partition && stored.binary_search_by_key(&o, |(offset, _)| *offset).is_ok()
+        };
+        let (stored_events, events): (Vec<_>, Vec<_>) = std::mem::take(&mut self.events)
+            .into_iter()
+            .partition(|r| is_stored(r.kafka_partition, r.kafka_offset));
+        self.events = events;
+        let before = self.rejected.len();
         self.rejected
-            .retain(|r| keep(r.kafka_partition, r.kafka_offset));
-        before - self.rows()
+            .retain(|r| !is_stored(r.kafka_partition, r.kafka_offset));
+        let dropped = stored_events.len() + before - self.rejected.len();
+        self.to_feed.extend(stored_events);
+        dropped
     }
 
     /// Offsets to commit, leaving the batch empty for the next records.
@@ -120,7 +155,7 @@ mod tests {
 
     fn record(partition: i32, offset: i64) -> (Decoded, Position) {
         let position = Position { partition, offset };
-        (decode(b"poison", position, &Default::default()), position)
+        (decode(b"poison", position, 0, &Default::default()), position)
     }
 
     #[test]
@@ -135,6 +170,8 @@ mod tests {
             offset: 0,
         });
         assert_eq!(batch.rows(), 3);
+        let first: Vec<_> = batch.first_offsets().into_iter().collect();
+        assert_eq!(first, vec![(0, 5), (1, 9), (2, 0)]);
         let offsets: Vec<_> = batch.finish().into_iter().collect();
         assert_eq!(offsets, vec![(0, 7), (1, 10), (2, 1)]);
         assert!(batch.is_empty());
@@ -163,7 +200,7 @@ mod tests {
             batch.lowest_offsets().into_iter().collect::<Vec<_>>(),
             vec![(0, 5), (1, 3)]
         );
-        assert_eq!(batch.drop_stored(0, &[5, 7, 9]), 2);
+        assert_eq!(batch.drop_stored(0, &[(5, false), (7, false), (9, true)]), 2);
         assert_eq!(batch.rows(), 2);
         assert_eq!(
             batch.finish().into_iter().collect::<Vec<_>>(),

@@ -36,8 +36,21 @@ pub struct Config {
     )]
     pub kafka_session_timeout_ms: u64,
 
+    /// This worker's stable name in the consumer group (Kafka static membership,
+    /// `group.instance.id`): a worker restarted under the same name (after a
+    /// kill -9) gets its partitions back at once instead of after the session
+    /// timeout. Two live workers of one group must never share a name.
+    /// Default: the host name (a container's id under docker-compose `--scale`).
+    #[arg(long, env = "POWEHI_WORKER_ID")]
+    pub worker_id: Option<String>,
+
     #[command(flatten)]
     pub clickhouse: ClickHouseArgs,
+
+    /// Longest wait for any one ClickHouse call (an INSERT, a takeover query);
+    /// past it the call counts as failed and is retried with backoff.
+    #[arg(long, env = "POWEHI_CLICKHOUSE_TIMEOUT_MS", default_value_t = 30_000)]
+    pub clickhouse_timeout_ms: u64,
 
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "POWEHI_WORKER_HTTP_ADDR", default_value = "0.0.0.0:9091")]
@@ -66,6 +79,23 @@ pub struct Config {
 
     #[command(flatten)]
     pub log: LogArgs,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// One-off operations instead of consuming.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Feeds every stored event to the profile tables again, then exits.
+    /// Idempotent (the profile aggregates ignore a record they already hold):
+    /// repairs profiles after a derived table was lost or damaged. With
+    /// `--truncate`, empties the derived tables first (readers see profiles
+    /// shrink until the rebuild is done).
+    RebuildProfiles {
+        #[arg(long)]
+        truncate: bool,
+    },
 }
 
 impl Config {
@@ -80,7 +110,29 @@ impl Config {
         if self.batch_max_bytes == 0 {
             return Err("POWEHI_BATCH_MAX_BYTES must be positive".into());
         }
+        if self.clickhouse_timeout_ms == 0 {
+            return Err("POWEHI_CLICKHOUSE_TIMEOUT_MS must be positive".into());
+        }
+        if self.worker_id.as_deref().is_some_and(|id| id.trim().is_empty()) {
+            return Err("POWEHI_WORKER_ID must not be blank".into());
+        }
         Ok(())
+    }
+
+    /// The static group member name: `POWEHI_WORKER_ID`, else the host name.
+    pub fn worker_name(&self) -> String {
+        if let Some(id) = &self.worker_id {
+            return id.trim().to_string();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|name| name.trim().to_string())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| "event-worker".to_string())
+    }
+
+    pub fn clickhouse_timeout(&self) -> Duration {
+        Duration::from_millis(self.clickhouse_timeout_ms)
     }
 
     pub fn batch_max_age(&self) -> Duration {

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use actix_web::dev::ServerHandle;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -15,8 +15,23 @@ pub struct Health {
     pub metrics: Arc<Metrics>,
     /// Migrations applied and the consumer subscribed.
     pub started: AtomicBool,
-    /// False while ClickHouse cannot be written (consumption paused).
-    pub sink_ok: Arc<AtomicBool>,
+    /// Why writing waits, while it does (consumption paused).
+    pub blocked: Arc<Blocked>,
+}
+
+/// What keeps the pipeline from writing now, if anything: the reason
+/// `/readyz` gives.
+#[derive(Default)]
+pub struct Blocked(Mutex<Option<String>>);
+
+impl Blocked {
+    pub fn set(&self, why: Option<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 /// Starts the server on a thread of its own and returns its handle.
@@ -46,14 +61,13 @@ pub fn serve(addr: SocketAddr, health: Arc<Health>) -> std::io::Result<ServerHan
 
 async fn readyz(health: web::Data<Health>) -> HttpResponse {
     let started = health.started.load(Ordering::Relaxed);
-    let sink_ok = health.sink_ok.load(Ordering::Relaxed);
-    if started && sink_ok {
+    let blocked = health.blocked.get();
+    if started && blocked.is_none() {
         HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
     } else {
-        let reason = if started {
-            "clickhouse cannot be written: consumption paused"
-        } else {
-            "starting"
+        let reason = match blocked {
+            Some(why) if started => format!("consumption paused: {why}"),
+            _ => "starting".to_string(),
         };
         HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({ "status": "not_ready", "reason": reason }))

@@ -102,6 +102,13 @@ pub fn consumer(
         .set("bootstrap.servers", &config.kafka.brokers)
         .set("group.id", &config.consumer_group)
         .set("client.id", "powehi-event-worker")
+        // Static membership: a worker restarted under the same name (after a
+        // kill -9, a deploy) takes its partitions back at once, instead of
+        // waiting for the group to expire its old session first. A graceful
+        // stop still hands them over at once: the pipeline unsubscribes, and
+        // librdkafka leaves the group on unsubscribe even for a static member
+        // (it skips the leave only when the consumer is destroyed).
+        .set("group.instance.id", config.worker_name())
         // Offsets move only when the pipeline commits after a successful insert.
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

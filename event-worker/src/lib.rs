@@ -40,7 +40,7 @@ pub use config::Config;
 
 use crate::batch::Limits;
 use crate::dedup::RecentItems;
-use crate::http::Health;
+use crate::http::{Blocked, Health};
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
 use crate::store::Store;
@@ -53,7 +53,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let health = Arc::new(Health {
         metrics: metrics.clone(),
         started: AtomicBool::new(false),
-        sink_ok: Arc::new(AtomicBool::new(true)),
+        blocked: Arc::new(Blocked::default()),
     });
     let server = http::serve(config.http_addr, health.clone())
         .with_context(|| format!("binding {}", config.http_addr))?;
@@ -61,11 +61,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
     let (stop, stopping) = watch::channel(false);
     let store = Store::new(&config);
+    if let Some(config::Command::RebuildProfiles { truncate }) = config.command {
+        server.stop(true).await;
+        return rebuild_profiles(&store, truncate).await;
+    }
     tokio::pin!(shutdown);
     let migrated = async {
         loop {
             match store.migrate().await {
-                Ok(()) => return,
+                Ok(()) => return Ok(()),
+                Err(error @ store::StoreError::Layout(_)) => return Err(error),
                 Err(error) => {
                     tracing::warn!(%error, "cannot apply clickhouse migrations yet, retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -74,7 +79,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     };
     tokio::select! {
-        _ = migrated => tracing::info!(database = %config.clickhouse.database, "clickhouse migrations applied"),
+        migrated = migrated => match migrated {
+            Ok(()) => tracing::info!(database = %config.clickhouse.database, "clickhouse migrations applied"),
+            Err(error) => {
+                server.stop(true).await;
+                return Err(error.into());
+            }
+        },
         _ = &mut shutdown => {
             server.stop(true).await;
             return Ok(());
@@ -109,7 +120,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     }
 
-    let insert_gate = Arc::new(InsertGate::default());
+    let insert_gate = Arc::new(InsertGate::new(store.timeout()));
     let (consumer, rebalances) = kafka::consumer(&config, metrics.clone(), insert_gate.clone())
         .context("creating the kafka consumer")?;
     consumer
@@ -133,7 +144,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         metrics,
         follower,
         RecentItems::new(config.dedup_window_secs * 1000, config.dedup_max_items),
-        health.sink_ok.clone(),
+        health.blocked.clone(),
         stopping,
     );
     let mut running = tokio::spawn(pipeline.run());
@@ -154,6 +165,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tracing::error!(%error, "pipeline task failed");
     }
     server.stop(true).await;
+    Ok(())
+}
+
+/// `rebuild-profiles`: migrations (so the tables exist), then the feed.
+async fn rebuild_profiles(store: &Store, truncate: bool) -> anyhow::Result<()> {
+    store.migrate().await.context("applying clickhouse migrations")?;
+    let started = std::time::Instant::now();
+    store
+        .rebuild_profiles(truncate)
+        .await
+        .context("feeding the stored events to the profile tables")?;
+    tracing::info!(elapsed = ?started.elapsed(), truncate, "profiles rebuilt from events");
     Ok(())
 }
 

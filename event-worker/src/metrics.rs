@@ -35,6 +35,15 @@ pub struct Metrics {
     pub profiles: IntCounterVec,
     /// Producer retries dropped (same itemId within the dedup window).
     pub duplicates: IntCounter,
+    /// Rows ClickHouse refused alone, stored as `storage_refused` rejections.
+    pub rows_refused: IntCounter,
+    /// Stored events whose profile update the profile views refused alone.
+    pub feed_refused: IntCounter,
+    /// 1 for what keeps the worker from writing now (`clickhouse_unavailable`,
+    /// `clickhouse_refused`, `ownership_unconfirmed`, `config_log_behind`).
+    pub blocked: IntGaugeVec,
+    /// Takeover queries (stored offsets, dedup window) by kind, in seconds.
+    pub takeover_duration: Histogram,
 }
 
 impl Metrics {
@@ -128,6 +137,28 @@ impl Metrics {
                 "powehi_worker_duplicates_total",
                 "Producer retries dropped: an accepted event's itemId seen within the dedup window",
             )?,
+            rows_refused: IntCounter::new(
+                "powehi_worker_rows_refused_total",
+                "Rows ClickHouse refused alone, stored as rejected events with reason storage_refused",
+            )?,
+            feed_refused: IntCounter::new(
+                "powehi_worker_feed_refused_total",
+                "Stored events whose profile update the profile views refused alone",
+            )?,
+            blocked: IntGaugeVec::new(
+                Opts::new(
+                    "powehi_worker_blocked",
+                    "1 while writing waits for this reason",
+                ),
+                &["reason"],
+            )?,
+            takeover_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "powehi_worker_takeover_seconds",
+                    "Loading what is stored of a newly assigned partition (offsets and dedup window)",
+                )
+                .buckets(exponential_buckets(0.001, 2.0, 16)?),
+            )?,
             registry: Registry::new(),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -147,6 +178,10 @@ impl Metrics {
             Box::new(metrics.config_records.clone()),
             Box::new(metrics.profiles.clone()),
             Box::new(metrics.duplicates.clone()),
+            Box::new(metrics.rows_refused.clone()),
+            Box::new(metrics.feed_refused.clone()),
+            Box::new(metrics.blocked.clone()),
+            Box::new(metrics.takeover_duration.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector)?;

@@ -14,16 +14,27 @@
 //! While ClickHouse cannot be written, the owned partitions are paused (no new
 //! records pile up) but the consumer is still polled, so it keeps its group
 //! membership and still serves rebalances; the failed batch is retried with
-//! backoff, in line, until it is written. Nothing is dropped.
+//! exponential backoff (capped), in line, until it is written. Nothing is
+//! dropped; rows ClickHouse refuses one by one become rejections (see
+//! [`crate::writer`]).
+//!
+//! Before a batch is handed to the writer, the worker confirms with the group
+//! coordinator that it still owns the batch's partitions, by committing the
+//! offsets it starts from (a no-op for the group, refused with a fencing error
+//! when this member's generation is stale). A worker that was frozen past its
+//! session timeout therefore finds out before it writes, not after; it waits
+//! for the rebalance that follows, which drops the rows of partitions it lost.
+//! This keeps the window for a stale write down to a freeze between that
+//! commit and the insert; what still slips through is absorbed by idempotent
+//! storage (see [`crate::replay`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::KafkaResult;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
@@ -33,15 +44,50 @@ use proto::follower::ConfigFollower;
 
 use crate::batch::{Batch, Limits};
 use crate::dedup::RecentItems;
+use crate::http::Blocked;
 use crate::kafka::{RebalanceEvent, WorkerContext};
 use crate::metrics::Metrics;
 use crate::profiles::ProfileCounter;
-use crate::replay::StoredOffsets;
-use crate::rows::{decode, Decoded, Position};
+use crate::replay::{Stored, StoredOffsets};
+use crate::rows::{config_position, decode, Decoded, Position};
 use crate::store::{Store, StoreError};
 use crate::writer::{self, InsertGate, Written};
 
+/// Backoff between attempts while something blocks writing: doubles from
+/// the first to the cap.
+const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How long past the first replayed record's Kafka timestamp the dedup window
+/// is loaded from: the gateway stamps `receivedAt` before it produces, so a
+/// record's timestamp can be this much later than its receive time.
+const RECEIVE_TO_PRODUCE_SLACK_MS: u64 = 60_000;
+
+/// What keeps the pipeline from writing, while it waits.
+enum Blocker {
+    ClickHouse(StoreError),
+    Ownership(KafkaError),
+}
+
+impl Blocker {
+    /// The `powehi_worker_blocked` label.
+    fn label(&self) -> &'static str {
+        match self {
+            Blocker::ClickHouse(error) if error.is_refusal() => "clickhouse_refused",
+            Blocker::ClickHouse(_) => "clickhouse_unavailable",
+            Blocker::Ownership(_) => "ownership_unconfirmed",
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Blocker::ClickHouse(error) => format!("clickhouse cannot be written: {error}"),
+            Blocker::Ownership(error) => {
+                format!("partition ownership not confirmed by the group coordinator: {error}")
+            }
+        }
+    }
+}
 
 pub struct Pipeline {
     consumer: StreamConsumer<WorkerContext>,
@@ -71,9 +117,15 @@ pub struct Pipeline {
     recent: RecentItems,
     /// Records received while waiting for ClickHouse, handled before new ones.
     held: VecDeque<OwnedMessage>,
-    paused: bool,
-    /// Shared with the health endpoint: false while ClickHouse cannot be written.
-    healthy_sink: Arc<AtomicBool>,
+    /// What writing waits for now, if anything (partitions paused meanwhile).
+    blocked_by: Option<&'static str>,
+    /// The next wait while blocked.
+    backoff: Duration,
+    /// Since when the batch being retried has been refused row by row with
+    /// nothing written (see [`writer::write_isolating`]).
+    refused_alone_since: Option<Instant>,
+    /// Shared with the health endpoint: why writing waits.
+    blocked: Arc<Blocked>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -92,7 +144,7 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         config: Arc<ConfigFollower>,
         recent: RecentItems,
-        healthy_sink: Arc<AtomicBool>,
+        blocked: Arc<Blocked>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -113,8 +165,10 @@ impl Pipeline {
             stored: HashMap::new(),
             recent,
             held: VecDeque::new(),
-            paused: false,
-            healthy_sink,
+            blocked_by: None,
+            backoff: FIRST_BACKOFF,
+            refused_alone_since: None,
+            blocked,
             shutdown,
         }
     }
@@ -182,6 +236,11 @@ impl Pipeline {
         if !in_flight_written || !self.retrying.is_empty() {
             tracing::warn!("a batch could not be written; it and later records will be read again");
         } else if !self.batch.is_empty() {
+            if let Err(error) = self.confirm_ownership() {
+                tracing::warn!(%error, "last batch not written: ownership not confirmed; it will be read again");
+                self.consumer.unsubscribe();
+                return;
+            }
             match writer::write_once(&self.store, &self.metrics, &mut self.batch).await {
                 Ok(()) => {
                     let offsets = self.batch.finish();
@@ -205,20 +264,30 @@ impl Pipeline {
             return Ok(()); // revoked while the record waited
         }
         self.metrics.records_consumed.inc();
-        if !self.takeover(position).await? {
+        let record_ms = message.timestamp().to_millis().unwrap_or(0);
+        if !self.takeover(position, record_ms).await? {
             return Ok(()); // revoked while loading
         }
         let already_stored = self
             .stored
             .get_mut(&position.partition)
-            .is_some_and(|s| s.contains(position.offset));
-        if already_stored {
+            .and_then(|s| s.get(position.offset));
+        let payload = message.payload().unwrap_or_default();
+        self.wait_for_config(config_position(payload)).await?;
+        let decoded = decode(payload, position, record_ms, &self.config.snapshot());
+        if let Some(stored) = already_stored {
+            // Not written again; an accepted one's profile feed is, in case the
+            // writer that stored it stopped before the feed (idempotent, see
+            // crate::profiles).
             self.metrics.records_skipped.inc();
-            self.batch.mark_handled(position);
+            match decoded {
+                Decoded::Accepted(row) if stored == Stored::Accepted => {
+                    self.batch.push_stored(row, position)
+                }
+                _ => self.batch.mark_handled(position),
+            }
             return Ok(());
         }
-        let payload = message.payload().unwrap_or_default();
-        let decoded = decode(payload, position, &self.config.snapshot());
         if let Decoded::Accepted(row) = &decoded {
             let repeat = self.recent.enabled()
                 && !row.item_id.is_empty()
@@ -239,12 +308,45 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Waits until this worker's config follower has applied the log up to
+    /// the position the gateway stamped on a record, so the record is judged
+    /// by the schemas the gateway knew when it accepted it, or later ones
+    /// (and the same ones by whoever decodes it, see [`crate::rows::decode`]).
+    async fn wait_for_config(&mut self, needed: Option<i64>) -> Result<(), ShuttingDown> {
+        let Some(needed) = needed else {
+            return Ok(());
+        };
+        let mut waited = Duration::ZERO;
+        while self.config.snapshot().position < needed {
+            if *self.shutdown.borrow() {
+                return Err(ShuttingDown);
+            }
+            let step = Duration::from_secs(1);
+            // One partition: the log's total order (see proto::follower).
+            if !self.config.wait_applied(0, needed - 1, step).await {
+                waited += step;
+                self.metrics.blocked.with_label_values(&["config_log_behind"]).set(1);
+                tracing::warn!(needed, waited = ?waited, "waiting for the config log to reach a record's stamp");
+            }
+        }
+        if !waited.is_zero() {
+            self.metrics.blocked.with_label_values(&["config_log_behind"]).set(0);
+        }
+        Ok(())
+    }
+
     /// On the first record of a partition since it was assigned, loads what
     /// ClickHouse already holds of it: the offsets stored past the committed one
-    /// (see [`crate::replay`]) and the recent itemIds (see [`crate::dedup`]).
-    /// `false` when the partition was revoked meanwhile.
-    async fn takeover(&mut self, position: Position) -> Result<bool, ShuttingDown> {
+    /// (see [`crate::replay`]) and the itemIds received from one dedup window
+    /// before this record on (see [`crate::dedup`]). `false` when the partition
+    /// was revoked meanwhile.
+    async fn takeover(
+        &mut self,
+        position: Position,
+        record_ms: i64,
+    ) -> Result<bool, ShuttingDown> {
         let Position { partition, offset } = position;
+        let started = Instant::now();
         if !self.stored.contains_key(&partition) {
             let offsets = self
                 .with_clickhouse(
@@ -264,17 +366,24 @@ impl Pipeline {
             self.stored.insert(partition, StoredOffsets::new(offsets));
         }
         if self.recent.enabled() && !self.recent.is_loaded(partition) {
+            // By the records' own times, not the clock: a replay after a long
+            // outage needs the window around what it replays.
+            let first_ms = (record_ms.max(0) as u64).saturating_sub(RECEIVE_TO_PRODUCE_SLACK_MS);
+            let since_ms = first_ms.saturating_sub(self.recent.window_ms());
             let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-            let since_ms = now_ms.saturating_sub(self.recent.window_ms());
+            let until_ms = now_ms.max(first_ms) + 3_600_000;
             let items = self
-                .with_clickhouse(
-                    |store| async move { store.recent_items(partition, since_ms).await },
-                )
+                .with_clickhouse(|store| async move {
+                    store.recent_items(partition, since_ms, until_ms).await
+                })
                 .await?;
             if !self.assignment.contains(&partition) {
                 return Ok(false);
             }
             self.recent.load(partition, items);
+            self.metrics
+                .takeover_duration
+                .observe(started.elapsed().as_secs_f64());
         }
         Ok(true)
     }
@@ -309,11 +418,20 @@ impl Pipeline {
     }
 
     /// Hands the full batch to the writer, once the one before it is written
-    /// and committed.
+    /// and committed, and once this worker's ownership of the batch's
+    /// partitions is confirmed (see the module doc).
     async fn flush(&mut self) -> Result<(), ShuttingDown> {
         if let Some(mut task) = self.writing.take() {
             let written = join(&mut task).await;
             self.settle(written).await?;
+        }
+        while let Err(error) = self.confirm_ownership() {
+            // Rebalances applied while waiting drop lost partitions' rows.
+            self.wait_out(Blocker::Ownership(error)).await?;
+        }
+        self.resume_if_paused();
+        if self.batch.is_empty() {
+            return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
         self.writing = Some(writer::spawn(
@@ -346,17 +464,53 @@ impl Pipeline {
         }
     }
 
+    /// Confirms with the group coordinator that this worker still owns the
+    /// partitions of the batch filling up, by committing the offsets the
+    /// batch starts from: everything below them is written and committed
+    /// already, so the commit changes nothing, but it is refused when this
+    /// member's generation is stale.
+    fn confirm_ownership(&self) -> KafkaResult<()> {
+        let owned = self
+            .batch
+            .first_offsets()
+            .into_iter()
+            .filter(|(p, _)| self.assignment.contains(p));
+        let list = self.partition_list(owned.map(|(p, first)| (p, Offset::Offset(first))));
+        if list.count() == 0 {
+            return Ok(());
+        }
+        tokio::task::block_in_place(|| self.consumer.commit(&list, CommitMode::Sync))
+    }
+
     /// Writes `self.retrying` until ClickHouse takes it, pausing consumption
     /// meanwhile; nothing else is written (or in flight) until then.
     async fn retry(&mut self, mut error: StoreError) -> Result<(), ShuttingDown> {
+        self.refused_alone_since = None;
         loop {
-            self.wait_for_clickhouse(error).await?;
+            let refused = error.is_refusal();
+            self.wait_out(Blocker::ClickHouse(error)).await?;
             // A failed INSERT may still have been written (the answer was
-            // lost, not the rows): never retry rows that are stored.
+            // lost, not the rows): rows found stored are not sent again.
             self.forget_stored_rows().await?;
-            match writer::write_once(&self.store, &self.metrics, &mut self.retrying).await {
+            let attempt = if refused {
+                let reject_lone = self
+                    .refused_alone_since
+                    .is_some_and(|since| since.elapsed() >= writer::REJECT_LONE_REFUSALS_AFTER);
+                writer::write_isolating(&self.store, &self.metrics, &mut self.retrying, reject_lone)
+                    .await
+            } else {
+                writer::write_once(&self.store, &self.metrics, &mut self.retrying).await
+            };
+            match attempt {
                 Ok(()) => break,
-                Err(next) => error = next,
+                Err(next) => {
+                    if refused && next.is_refusal() {
+                        self.refused_alone_since.get_or_insert_with(Instant::now);
+                    } else {
+                        self.refused_alone_since = None;
+                    }
+                    error = next;
+                }
             }
         }
         self.resume_if_paused();
@@ -396,27 +550,33 @@ impl Pipeline {
                     self.resume_if_paused();
                     return Ok(value);
                 }
-                Err(error) => self.wait_for_clickhouse(error).await?,
+                Err(error) => self.wait_out(Blocker::ClickHouse(error)).await?,
             }
         }
     }
 
-    /// Pauses the owned partitions and waits a backoff step while still polling
-    /// the consumer (group membership, rebalances).
-    async fn wait_for_clickhouse(&mut self, error: StoreError) -> Result<(), ShuttingDown> {
-        self.metrics.clickhouse_errors.inc();
-        let attempt_backoff = if self.paused {
-            MAX_BACKOFF
-        } else {
-            tracing::warn!(%error, "clickhouse unavailable: pausing consumption until it is back");
-            self.paused = true;
-            self.metrics.paused.set(1);
-            self.healthy_sink.store(false, Ordering::Relaxed);
-            self.pause(&self.assignment.iter().copied().collect::<Vec<_>>());
-            Duration::from_millis(500)
-        };
-        tracing::debug!(%error, "clickhouse call failed, retrying");
-        let until = tokio::time::Instant::now() + attempt_backoff;
+    /// Pauses the owned partitions and waits a backoff step (doubling up to
+    /// [`MAX_BACKOFF`]) while still polling the consumer (group membership,
+    /// rebalances); says why on `/readyz` and in `powehi_worker_blocked`.
+    async fn wait_out(&mut self, blocker: Blocker) -> Result<(), ShuttingDown> {
+        if matches!(blocker, Blocker::ClickHouse(_)) {
+            self.metrics.clickhouse_errors.inc();
+        }
+        let label = blocker.label();
+        if self.blocked_by != Some(label) {
+            if let Some(previous) = self.blocked_by.replace(label) {
+                self.metrics.blocked.with_label_values(&[previous]).set(0);
+            } else {
+                self.metrics.paused.set(1);
+                self.pause(&self.assignment.iter().copied().collect::<Vec<_>>());
+            }
+            tracing::warn!(reason = blocker.describe(), "writing paused until this clears");
+            self.metrics.blocked.with_label_values(&[label]).set(1);
+            self.blocked.set(Some(blocker.describe()));
+        }
+        tracing::debug!(reason = blocker.describe(), backoff = ?self.backoff, "retrying after backoff");
+        let until = tokio::time::Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         let mut shutdown = self.shutdown.clone();
         loop {
             tokio::select! {
@@ -436,17 +596,18 @@ impl Pipeline {
     }
 
     fn resume_if_paused(&mut self) {
-        if !self.paused {
+        let Some(label) = self.blocked_by.take() else {
             return;
-        }
-        self.paused = false;
+        };
+        self.backoff = FIRST_BACKOFF;
+        self.metrics.blocked.with_label_values(&[label]).set(0);
         self.metrics.paused.set(0);
-        self.healthy_sink.store(true, Ordering::Relaxed);
+        self.blocked.set(None);
         let partitions = self.partition_list(self.assignment.iter().map(|&p| (p, Offset::Invalid)));
         if let Err(error) = self.consumer.resume(&partitions) {
             tracing::warn!(%error, "cannot resume partitions");
         }
-        tracing::info!("clickhouse is back: consumption resumed");
+        tracing::info!(was = label, "writing possible again: consumption resumed");
     }
 
     fn pause(&self, partitions: &[i32]) {
@@ -491,7 +652,7 @@ impl Pipeline {
                         self.stored.remove(partition);
                         self.recent.forget(*partition);
                     }
-                    if self.paused {
+                    if self.blocked_by.is_some() {
                         self.pause(&partitions);
                     }
                 }

@@ -1,29 +1,43 @@
-//! Profiles: how they stay right with many workers and under replay.
+//! Profiles: how they stay right with many workers, under replay and under a
+//! repeated write of the same record.
 //!
 //! The worker never reads or updates a profile. Each accepted event row says
 //! which profile it belongs to (`profile_id`: its `profileId`, else the
 //! anonymous profile `anon:<scope>:<sessionId>` of its session) and which
 //! profile properties it sets (schema `profileProperty` mappings, as the arrays
-//! `profile_property_names` / `profile_property_values`). Materialized views on
-//! `events` (deploy/clickhouse/migrations/0002_profiles.sql) derive everything
-//! else inside the same INSERT:
+//! `profile_property_names` / `profile_property_values`). The writer inserts
+//! those columns into the Null table `profile_feed` and materialized views on it
+//! (deploy/clickhouse/migrations/0002_profiles.sql) derive everything else:
 //!
-//! - `profile_stats`: min/max event time, count, uniqExact(session) per profile;
-//! - `profile_properties`: per property, argMax(value, (event time, event id)),
-//!   so the latest event by event time wins whatever the arrival order, and a
-//!   tie is broken by event id the same way everywhere;
+//! - `profile_stats`: min/max event time, uniqExact of the Kafka position
+//!   (the event count) and uniqExact(session) per profile;
+//! - `profile_properties`: per property, argMax(value, (event time, event id,
+//!   Kafka position)), so the latest event by event time wins whatever the
+//!   arrival order, and a tie is broken the same way everywhere;
 //! - `profile_aliases` (+ `profile_members`): an event naming a profileId in a
 //!   session merges that session's anonymous profile into it (argMax of the
-//!   target by (event time, event id): the latest identification wins); reads
-//!   resolve aliases and merge the aggregate states of all ids of a profile.
+//!   target, as above: the latest identification wins); reads resolve aliases
+//!   and merge the aggregate states of all ids of a profile;
+//! - `sessions`: per session, its profile (argMax), first/last seen and event
+//!   count (uniqExact of the Kafka position).
 //!
-//! Why that is correct: every input row exists exactly once (the replay rules of
-//! [`crate::replay`]), every aggregate commutes and is idempotent under merge of
-//! parts, and nothing depends on which worker wrote which batch or when. Four
-//! workers, one worker, or a worker killed and its partitions replayed all
-//! produce the same rows, hence the same profiles. The cost is that profile reads
-//! merge states at query time (`…Merge` functions); they are keyed by
-//! `profile_id`, the tables' sorting key, so a read touches a few granules.
+//! Why that is correct: every aggregate commutes and ignores a repeat of the
+//! same input row (uniqExact of the position rather than count), and a record's
+//! row is the same whoever decodes it ([`crate::replay`]). So four workers, one
+//! worker, a worker killed and its partitions replayed, or a frozen worker that
+//! writes a batch it no longer owns all produce the same profiles. The feed is
+//! written right after `events` and retried whole on any failure, before the
+//! offsets are committed; a new owner feeds again the records it finds stored
+//! (the old one may have stopped in between). So a record that is in `events`
+//! reaches every profile table: a view push that fails half-way leaves nothing
+//! behind once the retry succeeds. `rebuild-profiles` feeds the views again
+//! from `events FINAL` (idempotent) if a derived table is lost. A row the views
+//! refuse alone (an exception about its data) stays in `events` without its
+//! profile update (`powehi_worker_feed_refused_total`).
+//! The cost is that profile reads merge states at query time (`…Merge`
+//! functions, keyed by `profile_id`, the tables' sorting key, so a read touches
+//! a few granules), and uniqExact keeps 8 bytes per event in `profile_stats` and
+//! `sessions` where count kept 8 per part.
 //!
 //! What this module adds is counting, for the metrics.
 

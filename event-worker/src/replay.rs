@@ -1,51 +1,110 @@
-//! Exactly-once into ClickHouse across crashes and rebalances.
+//! Exactly once: why no reader ever counts a Kafka record twice, and why no
+//! acknowledged record is lost. The argument lives here; the modules named
+//! keep each step.
 //!
-//! Rows carry their Kafka partition and offset. The worker commits offsets to
-//! Kafka only after the rows are in ClickHouse, so after a crash (or a partition
-//! moving to another worker) the records from the last committed offset on are
-//! read again, and some of them may already be stored: written, but not yet
-//! committed. When a partition's first record after an assignment arrives at
-//! offset `o`, the worker asks ClickHouse which offsets `>= o` it already holds
-//! (in `events` or `rejected_events`) and skips exactly those.
+//! **What is promised.** Every record of the raw topic is stored as exactly one
+//! row as readers see it: `event_log` (and the event-log API), `events FINAL`,
+//! `rejected_events FINAL`, and the profile tables (`profile_stats`,
+//! `profile_properties`, `profile_aliases`, `profile_members`, `sessions`). Plain
+//! `SELECT … FROM events` may briefly see a second, identical copy of a record
+//! after one of the faults below, until ClickHouse merges it away.
 //!
-//! Asking for the exact set, rather than "the highest stored offset", stays right
-//! even when a crash left a gap: ClickHouse makes an INSERT atomic only per part,
-//! so an insert spanning two table partitions (a month boundary) or the two
-//! tables can be half done. A stored higher offset then never hides a lost lower
-//! one. While a worker owns a partition nobody else writes to it, and the worker
-//! never writes a partition it no longer owns (a revoke waits for the insert in
-//! flight, see [`crate::writer`], and revoked rows are dropped before the next
-//! one), so the set cannot change under it.
+//! **No loss.** Offsets are committed to Kafka only after the rows below them are
+//! written ([`crate::pipeline`], [`crate::batch`]); a failed write is retried until
+//! it succeeds, and a row ClickHouse refuses alone becomes a rejection rather
+//! than blocking its partition ([`crate::writer`]). So whatever crashes, the
+//! records from the last committed offset on are read again and written.
+//!
+//! **Why a second write is harmless (the guarantee).** No fencing on the Kafka
+//! side can stop every stale write: a worker frozen past its session timeout
+//! (SIGSTOP, a long GC-like stall) wakes up with its batch in hand, an INSERT
+//! the worker gave up on (timeout) still runs on the server, a revoke may give
+//! up waiting for an insert. So storage itself absorbs a repeated write:
+//! 1. A record decodes to the same row wherever and whenever it is decoded
+//!    ([`crate::rows::decode`]), given the same schema version: nothing in a row
+//!    comes from the worker's clock (a poison record takes the record's Kafka
+//!    timestamp) or from its state.
+//! 2. `events` and `rejected_events` are ReplacingMergeTree tables whose sort key
+//!    ends with (kafka_partition, kafka_offset), partitioned by the month of
+//!    `received_at`, which is in the record: two copies of a record share a part
+//!    partition and a key, so merges keep one, and `FINAL` (what `event_log`
+//!    reads) or `LIMIT 1 BY kafka_partition, kafka_offset` (what the event-log
+//!    API does) shows one before that.
+//! 3. Profiles are fed through the Null table `profile_feed`, with aggregates
+//!    that ignore a repeat: min, max, argMax by (event time, event id, Kafka
+//!    position) and uniqExact of the Kafka position instead of count
+//!    ([`crate::profiles`]). A batch's accepted rows go to `events`, then to the
+//!    feed; a record's offset is committed only after both, and a record found
+//!    stored on takeover is fed again. So every record in `events` reaches every
+//!    profile table (a feed whose view push failed half-way is retried whole),
+//!    and reaching it twice changes nothing. `event-worker rebuild-profiles`
+//!    feeds them again from `events` if a derived table is ever lost.
+//!
+//! **Keeping repeats rare (efficiency, not correctness).**
+//! - On takeover, before writing a partition's first record since it was
+//!   assigned at offset `o`, the worker asks `stored_positions` (ordered by
+//!   Kafka partition and offset, so a key-range read at any table size) which
+//!   offsets `>= o` are stored, and skips exactly those: written, not yet
+//!   committed. The exact set, not "the highest stored offset": an INSERT is
+//!   atomic only per part, so a crash can leave gaps.
+//! - Before each batch is handed to the writer, the worker confirms it still
+//!   owns the batch's partitions with a commit the group coordinator refuses
+//!   from a stale member ([`crate::pipeline`]); a revoke waits for the insert in
+//!   flight ([`crate::writer`]); after a failed INSERT, rows found stored are not
+//!   sent again.
+//! - What slips past these (a freeze between the check and the write, an
+//!   INSERT the server runs after the worker gave up on it, a view push that
+//!   failed after `events` committed so `stored_positions` misses a row) is a
+//!   second copy that step 2 and 3 absorb.
+//!
+//! Stated limits: the raw topic must not be recreated under the same database
+//! (offsets restart at 0 and old positions would read as stored). A record is
+//! validated against the latest schema its worker knows (at least as recent as
+//! the one its gateway knew, see [`crate::pipeline`]); if a frozen worker wakes
+//! up and writes a record whose event type got a new schema version meanwhile,
+//! and the two versions disagree on whether the event is valid, that one record
+//! shows once as accepted and once as rejected in `event_log`. A worker frozen
+//! past its session timeout while a schema changes under it is the only way.
+
+/// How a record is already stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    Accepted,
+    Rejected,
+}
 
 /// Offsets of one partition that are already stored, ascending.
 #[derive(Debug, Default)]
 pub struct StoredOffsets {
-    offsets: Vec<u64>,
+    offsets: Vec<(u64, bool)>,
     /// Index of the first offset not yet passed.
     cursor: usize,
 }
 
 impl StoredOffsets {
-    pub fn new(mut offsets: Vec<u64>) -> Self {
+    /// `offsets`: (offset, stored as accepted).
+    pub fn new(mut offsets: Vec<(u64, bool)>) -> Self {
         offsets.sort_unstable();
-        offsets.dedup();
+        offsets.dedup_by_key(|(offset, _)| *offset);
         Self { offsets, cursor: 0 }
     }
 
-    /// Whether `offset` is already stored. Offsets of a partition arrive in
-    /// ascending order, so the set is walked once.
-    pub fn contains(&mut self, offset: i64) -> bool {
-        let Ok(offset) = u64::try_from(offset) else {
-            return false;
-        };
+    /// How `offset` is already stored, if it is. Offsets of a partition arrive
+    /// in ascending order, so the set is walked once.
+    pub fn get(&mut self, offset: i64) -> Option<Stored> {
+        let offset = u64::try_from(offset).ok()?;
         while self
             .offsets
             .get(self.cursor)
-            .is_some_and(|&stored| stored < offset)
+            .is_some_and(|&(stored, _)| stored < offset)
         {
             self.cursor += 1;
         }
-        self.offsets.get(self.cursor) == Some(&offset)
+        match self.offsets.get(self.cursor) {
+            Some(&(stored, true)) if stored == offset => Some(Stored::Accepted),
+            Some(&(stored, false)) if stored == offset => Some(Stored::Rejected),
+            _ => None,
+        }
     }
 
     /// Nothing left to skip: the guard can be forgotten.
@@ -60,16 +119,26 @@ mod tests {
 
     #[test]
     fn skips_exactly_the_stored_offsets_even_with_gaps() {
-        let mut stored = StoredOffsets::new(vec![12, 10, 14, 12]);
-        let skipped: Vec<i64> = (10..16).filter(|&o| stored.contains(o)).collect();
-        assert_eq!(skipped, vec![10, 12, 14]);
+        let mut stored =
+            StoredOffsets::new(vec![(12, true), (10, false), (14, true), (12, true)]);
+        let skipped: Vec<(i64, Stored)> = (10..16)
+            .filter_map(|o| stored.get(o).map(|how| (o, how)))
+            .collect();
+        assert_eq!(
+            skipped,
+            vec![
+                (10, Stored::Rejected),
+                (12, Stored::Accepted),
+                (14, Stored::Accepted)
+            ]
+        );
         assert!(stored.is_exhausted());
     }
 
     #[test]
     fn nothing_stored_skips_nothing() {
         let mut stored = StoredOffsets::new(Vec::new());
-        assert!(!stored.contains(0));
+        assert_eq!(stored.get(0), None);
         assert!(stored.is_exhausted());
     }
 }

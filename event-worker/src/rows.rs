@@ -45,6 +45,37 @@ pub struct EventRow {
     pub profile_property_values: Vec<String>,
 }
 
+/// The columns of an [`EventRow`] the profile views read: a row of the Null
+/// table `profile_feed` (see [`crate::profiles`]), borrowed, never copied.
+#[derive(Debug, Row, Serialize)]
+pub struct FeedRow<'a> {
+    pub event_id: &'a str,
+    pub scope: &'a str,
+    pub session_id: &'a str,
+    pub profile_id: &'a str,
+    pub event_time_ms: u64,
+    pub kafka_partition: u32,
+    pub kafka_offset: u64,
+    pub profile_property_names: &'a [String],
+    pub profile_property_values: &'a [String],
+}
+
+impl EventRow {
+    pub fn feed(&self) -> FeedRow<'_> {
+        FeedRow {
+            event_id: &self.event_id,
+            scope: &self.scope,
+            session_id: &self.session_id,
+            profile_id: &self.profile_id,
+            event_time_ms: self.event_time_ms,
+            kafka_partition: self.kafka_partition,
+            kafka_offset: self.kafka_offset,
+            profile_property_names: &self.profile_property_names,
+            profile_property_values: &self.profile_property_values,
+        }
+    }
+}
+
 /// A row of `rejected_events`.
 #[derive(Debug, Clone, Row, Serialize)]
 pub struct RejectedRow {
@@ -82,11 +113,36 @@ pub struct Position {
     pub offset: i64,
 }
 
+/// The config-log position a record's event must be validated at (see
+/// [`Envelope::config_position`]); `None` for records that carry none or are
+/// not envelopes. Reads only that field.
+pub fn config_position(payload: &[u8]) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Stamp {
+        cfg: Option<i64>,
+    }
+    serde_json::from_slice::<Stamp>(payload).ok()?.cfg
+}
+
 /// Decodes a record and validates its event against the latest schema of its
-/// type in `config`.
-pub fn decode(payload: &[u8], position: Position, config: &ConfigSnapshot) -> Decoded {
+/// type in `config`, which the pipeline has made sure is at least as recent as
+/// the config-log position the gateway stamped on the record (so a schema the
+/// gateway knew is never missed). `record_ms` is the Kafka record's timestamp.
+///
+/// The row depends only on the record and the schema version: a repeated
+/// write of a record is the same row twice, which the tables collapse (see
+/// [`crate::replay`]), unless the event's schema changed between the two
+/// decodes.
+pub fn decode(
+    payload: &[u8],
+    position: Position,
+    record_ms: i64,
+    config: &ConfigSnapshot,
+) -> Decoded {
     let envelope = match Envelope::from_bytes(payload) {
-        Err(problem) => return Decoded::Poison(poison_row(payload, problem, position)),
+        Err(problem) => {
+            return Decoded::Poison(poison_row(payload, problem, position, record_ms))
+        }
         Ok(envelope) => envelope,
     };
     if !envelope.refusals.is_empty() {
@@ -189,9 +245,11 @@ fn rejected_row(
     }
 }
 
-/// A record that is not a Powehi envelope: stored with what little is known.
-fn poison_row(payload: &[u8], problem: String, position: Position) -> RejectedRow {
-    let now_ms = clamp_ms(chrono::Utc::now().timestamp_millis());
+/// A record that is not a Powehi envelope: stored with what little is known,
+/// received at the Kafka record's timestamp (not the clock: a second decode
+/// must give the same row).
+fn poison_row(payload: &[u8], problem: String, position: Position, record_ms: i64) -> RejectedRow {
+    let now_ms = clamp_ms(record_ms);
     let excerpt = &payload[..payload.len().min(POISON_EXCERPT_BYTES)];
     let reason = Reason::new(ReasonCode::UndecodableRecord, "$", problem);
     RejectedRow {
@@ -246,7 +304,7 @@ mod tests {
     }
 
     fn decode(payload: &[u8], position: Position) -> Decoded {
-        super::decode(payload, position, &config())
+        super::decode(payload, position, 1_700_000_000_999, &config())
     }
 
     fn envelope(event: &str, refusals: &str) -> Vec<u8> {
@@ -333,5 +391,20 @@ mod tests {
         );
         assert!(row.reasons.contains("undecodable_record"));
         assert_eq!(row.event_id, "kafka-3-42");
+        assert_eq!(
+            row.received_at_ms, 1_700_000_000_999,
+            "the record's time, so a second decode gives the same row"
+        );
+    }
+
+    #[test]
+    fn the_config_stamp_is_read_from_the_envelope() {
+        let event = r#"{"eventType":"view"}"#;
+        let stamped = format!(
+            r#"{{"v":1,"id":"e1","scope":"demo","receivedAt":1,"cfg":17,"event":{event}}}"#
+        );
+        assert_eq!(config_position(stamped.as_bytes()), Some(17));
+        assert_eq!(config_position(&envelope(event, "")), None);
+        assert_eq!(config_position(b"not json"), None);
     }
 }

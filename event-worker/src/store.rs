@@ -1,16 +1,18 @@
 //! ClickHouse: migrations, batch inserts, and what is already stored.
 //!
-//! Every call is bounded by a timeout; every failure is returned to the caller,
-//! which treats them all as transient (ClickHouse down, overloaded, restarting):
-//! rows are built by this worker from typed values, so ClickHouse has no reason
-//! to refuse one for its content, and a record is never dropped because a write
-//! failed.
+//! Every call is bounded by a timeout (`POWEHI_CLICKHOUSE_TIMEOUT_MS`). A
+//! failure is either *unavailable* (no answer, a timeout, an overloaded or
+//! read-only server, a missing table: retried with backoff, nothing dropped) or
+//! a *refusal* (the server answered with an exception that may depend on the
+//! rows sent: the writer then looks for the rows it refuses, see
+//! [`crate::writer`]).
 
 use std::time::Duration;
 
 use clickhouse::Client;
 
 use crate::config::Config;
+use crate::rows::{EventRow, FeedRow};
 
 /// Migrations in order; each file's statements are separated by `;` at line end.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -24,7 +26,34 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
-pub const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Tables the profile views write; what `rebuild-profiles --truncate` empties.
+const DERIVED_PROFILE_TABLES: &[&str] = &[
+    "profile_aliases",
+    "profile_members",
+    "profile_stats",
+    "profile_properties",
+    "sessions",
+];
+
+/// Exception codes that say the server cannot take any write right now,
+/// whatever the rows: retried as they are, never split.
+const UNAVAILABLE_CODES: &[u32] = &[
+    60,  // UNKNOWN_TABLE (a table detached or being recreated)
+    81,  // UNKNOWN_DATABASE
+    159, // TIMEOUT_EXCEEDED
+    164, // READONLY
+    202, // TOO_MANY_SIMULTANEOUS_QUERIES
+    203, // NO_FREE_CONNECTION
+    209, // SOCKET_TIMEOUT
+    210, // NETWORK_ERROR
+    236, // ABORTED
+    241, // MEMORY_LIMIT_EXCEEDED
+    242, // TABLE_IS_READ_ONLY
+    243, // NOT_ENOUGH_SPACE
+    252, // TOO_MANY_PARTS
+    394, // QUERY_WAS_CANCELLED
+    425, // SYSTEM_ERROR
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -32,6 +61,28 @@ pub enum StoreError {
     ClickHouse(#[from] clickhouse::error::Error),
     #[error("clickhouse did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("{0}")]
+    Layout(String),
+}
+
+impl StoreError {
+    /// The server answered with an exception that may be about the rows sent
+    /// (not one of [`UNAVAILABLE_CODES`]): worth finding the rows it refuses.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            StoreError::ClickHouse(clickhouse::error::Error::BadResponse(text)) => {
+                exception_code(text).is_some_and(|code| !UNAVAILABLE_CODES.contains(&code))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// `Code: 395. DB::Exception: …` → 395.
+fn exception_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + "Code: ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 #[derive(Clone)]
@@ -40,6 +91,7 @@ pub struct Store {
     /// Same server and credentials, no default database (it may not exist yet).
     admin: Client,
     database: String,
+    timeout: Duration,
 }
 
 impl Store {
@@ -54,12 +106,30 @@ impl Store {
             client: admin.clone().with_database(&config.clickhouse.database),
             admin,
             database: config.clickhouse.database.clone(),
+            timeout: config.clickhouse_timeout(),
+        }
+    }
+
+    /// The bound on every call.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    async fn bounded<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
         }
     }
 
     /// Creates the database and every table and view if missing. Idempotent.
+    /// A database laid out by an earlier version (plain MergeTree `events`,
+    /// which a repeated write would duplicate) is refused, not silently used.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        bounded(
+        self.bounded(
             self.admin
                 .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
                 .execute(),
@@ -68,20 +138,44 @@ impl Store {
         for (name, text) in MIGRATIONS {
             for statement in statements(text, &self.database) {
                 tracing::debug!(migration = name, "applying statement");
-                bounded(self.admin.query(&statement).execute()).await?;
+                self.bounded(self.admin.query(&statement).execute()).await?;
+            }
+        }
+        self.check_layout().await
+    }
+
+    async fn check_layout(&self) -> Result<(), StoreError> {
+        let query = "SELECT name, engine FROM system.tables WHERE database = ? \
+                     AND name IN ('events', 'rejected_events', 'profile_feed')";
+        let tables: Vec<(String, String)> = self
+            .bounded(self.admin.query(query).bind(&self.database).fetch_all())
+            .await?;
+        let expected = [
+            ("events", "ReplacingMergeTree"),
+            ("rejected_events", "ReplacingMergeTree"),
+            ("profile_feed", "Null"),
+        ];
+        for (table, engine) in expected {
+            if !tables.iter().any(|(n, e)| n == table && e == engine) {
+                return Err(StoreError::Layout(format!(
+                    "database {} was laid out by an earlier Powehi version ({table} is not \
+                     {engine}); point POWEHI_CLICKHOUSE_DATABASE at a new database (README, \
+                     \"Upgrading\")",
+                    self.database
+                )));
             }
         }
         Ok(())
     }
 
     /// One INSERT of all `rows` into `table` (RowBinary, LZ4-compressed):
-    /// [`EventRow`](crate::rows::EventRow)s into `events`,
+    /// [`EventRow`]s into `events`,
     /// [`RejectedRow`](crate::rows::RejectedRow)s into `rejected_events`.
     pub async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), StoreError>
     where
         T: clickhouse::RowOwned + clickhouse::RowWrite,
     {
-        bounded(async {
+        self.bounded(async {
             let mut insert = self.client.insert::<T>(table).await?;
             for row in rows {
                 insert.write(row).await?;
@@ -91,55 +185,99 @@ impl Store {
         .await
     }
 
-    /// Offsets of `partition` at or above `from` that are already stored, in
-    /// either table, sorted. After a crash these are the records written but not
-    /// yet committed to Kafka; the worker skips them instead of writing them twice.
-    pub async fn stored_offsets(&self, partition: i32, from: i64) -> Result<Vec<u64>, StoreError> {
-        let query = "SELECT kafka_offset FROM events WHERE kafka_partition = ? AND kafka_offset >= ? \
-                     UNION ALL \
-                     SELECT kafka_offset FROM rejected_events WHERE kafka_partition = ? AND kafka_offset >= ?";
+    /// One INSERT of the profile columns of `rows` into `profile_feed`, whose
+    /// materialized views update the profile tables (see [`crate::profiles`]).
+    pub async fn insert_feed(&self, rows: &[EventRow]) -> Result<(), StoreError> {
+        self.bounded(async {
+            let mut insert = self.client.insert::<FeedRow<'_>>("profile_feed").await?;
+            for row in rows {
+                insert.write(&row.feed()).await?;
+            }
+            insert.end().await
+        })
+        .await
+    }
+
+    /// Feeds every stored event to the profile tables again, optionally after
+    /// emptying them (`powehi-event-worker rebuild-profiles`). Not bounded by
+    /// the per-call timeout: it reads the whole table.
+    pub async fn rebuild_profiles(&self, truncate: bool) -> Result<(), StoreError> {
+        if truncate {
+            for table in DERIVED_PROFILE_TABLES {
+                self.client
+                    .query(&format!("TRUNCATE TABLE {table}"))
+                    .execute()
+                    .await?;
+            }
+        }
+        let columns = "event_id, scope, session_id, profile_id, event_time_ms, kafka_partition, \
+                       kafka_offset, profile_property_names, profile_property_values";
+        self.client
+            .query(&format!(
+                "INSERT INTO profile_feed ({columns}) SELECT {columns} FROM events FINAL"
+            ))
+            .execute()
+            .await?;
+        Ok(())
+    }
+
+    /// Offsets of `partition` at or above `from` that are already stored, with
+    /// whether as accepted (`events`) or rejected, sorted. After a crash these
+    /// are the records written but not yet committed to Kafka; the worker skips
+    /// them instead of writing them again. Reads `stored_positions` through its
+    /// primary key (Kafka partition, offset): a range read, whatever the size of
+    /// `events`.
+    pub async fn stored_offsets(
+        &self,
+        partition: i32,
+        from: i64,
+    ) -> Result<Vec<(u64, bool)>, StoreError> {
+        let query = "SELECT kafka_offset, accepted FROM stored_positions \
+                     WHERE kafka_partition = ? AND kafka_offset >= ?";
         let (partition, from) = (partition.max(0) as u32, from.max(0) as u64);
-        let mut offsets: Vec<u64> = bounded(
-            self.client
-                .query(query)
-                .bind(partition)
-                .bind(from)
-                .bind(partition)
-                .bind(from)
-                .fetch_all::<u64>(),
-        )
-        .await?;
+        let mut offsets: Vec<(u64, u8)> = self
+            .bounded(
+                self.client
+                    .query(query)
+                    .bind(partition)
+                    .bind(from)
+                    .fetch_all::<(u64, u8)>(),
+            )
+            .await?;
         offsets.sort_unstable();
-        offsets.dedup();
-        Ok(offsets)
+        offsets.dedup_by_key(|(offset, _)| *offset);
+        Ok(offsets
+            .into_iter()
+            .map(|(offset, accepted)| (offset, accepted == 1))
+            .collect())
     }
 
     /// `(scope, item_id, received_at_ms)` of accepted events of `partition`
-    /// received since `since_ms` that carried an itemId (the dedup window).
+    /// that carried an itemId and were received in `[since_ms, until_ms]`: the
+    /// dedup window around the records being replayed. Month partitions outside
+    /// the range are never read, and within them only this Kafka partition's
+    /// key range.
     pub async fn recent_items(
         &self,
         partition: i32,
         since_ms: u64,
+        until_ms: u64,
     ) -> Result<Vec<(String, String, u64)>, StoreError> {
-        let query = "SELECT scope, item_id, received_at_ms FROM events \
-                     WHERE kafka_partition = ? AND received_at_ms >= ? AND item_id != ''";
-        bounded(
+        let query = "SELECT scope, item_id, received_at_ms FROM stored_positions \
+                     WHERE kafka_partition = ? \
+                     AND received_at >= toDateTime(?) AND received_at <= toDateTime(?) \
+                     AND received_at_ms >= ? AND received_at_ms <= ? AND item_id != ''";
+        self.bounded(
             self.client
                 .query(query)
                 .bind(partition.max(0) as u32)
+                .bind(since_ms / 1000)
+                .bind(until_ms / 1000 + 1)
                 .bind(since_ms)
+                .bind(until_ms)
                 .fetch_all::<(String, String, u64)>(),
         )
         .await
-    }
-}
-
-async fn bounded<T>(
-    call: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(QUERY_TIMEOUT, call).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(StoreError::Timeout(QUERY_TIMEOUT)),
     }
 }
 
@@ -173,11 +311,27 @@ mod tests {
             .iter()
             .flat_map(|(_, text)| statements(text, "db1"))
             .collect();
-        assert_eq!(all.len(), 13);
+        assert_eq!(all.len(), 17);
         assert!(all
             .iter()
             .all(|s| !s.contains("{database}") && !s.contains("--")));
         assert!(all[0].starts_with("CREATE TABLE IF NOT EXISTS db1.events"));
         assert!(all[2].starts_with("CREATE VIEW IF NOT EXISTS db1.event_log"));
+    }
+
+    #[test]
+    fn refusals_are_told_from_an_unavailable_server() {
+        let bad = |text: &str| {
+            StoreError::ClickHouse(clickhouse::error::Error::BadResponse(text.into()))
+        };
+        assert!(
+            bad("Code: 395. DB::Exception: Value passed to 'throwIf' function is non zero")
+                .is_refusal()
+        );
+        assert!(bad("Code: 53, e.displayText() = DB::Exception: Type mismatch").is_refusal());
+        assert!(!bad("Code: 252. DB::Exception: Too many parts").is_refusal());
+        assert!(!bad("Code: 60. DB::Exception: Table db.profile_stats doesn't exist").is_refusal());
+        assert!(!bad("no code at all").is_refusal());
+        assert!(!StoreError::Timeout(Duration::from_secs(1)).is_refusal());
     }
 }

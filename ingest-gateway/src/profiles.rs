@@ -121,7 +121,7 @@ impl ProfileStore {
             .collect();
         let stats_sql = format!(
             "SELECT minMerge(first_seen_ms) AS first_seen_ms, maxMerge(last_seen_ms) AS last_seen_ms, \
-             countMerge(events) AS events, toUInt64(uniqExactMerge(sessions)) AS sessions \
+             toUInt64(uniqExactMerge(events)) AS events, toUInt64(uniqExactMerge(sessions)) AS sessions \
              FROM profile_stats WHERE profile_id IN ({})",
             placeholders(ids.len())
         );

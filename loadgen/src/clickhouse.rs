@@ -95,7 +95,7 @@ pub fn event_row(scope: &str, event: &str, received_at_ms: u64) -> anyhow::Resul
         partition: 0,
         offset: 0,
     };
-    match decode(&payload, position, &schema_config()) {
+    match decode(&payload, position, received_at_ms as i64, &schema_config()) {
         Decoded::Accepted(row) => Ok(row),
         other => anyhow::bail!("generated event not accepted: {other:?}"),
     }

@@ -162,11 +162,24 @@ pub struct ConfigSnapshot {
     /// Per event type, every version.
     pub schemas:
         std::collections::BTreeMap<String, std::collections::BTreeMap<u32, EventSchemaRecord>>,
+    /// The next config-log offset to apply: every record below it is in this
+    /// snapshot (the log has one partition).
+    pub position: i64,
 }
 
 impl ConfigSnapshot {
-    /// Applies one record of the log; `value: None` is a tombstone. A record
-    /// whose key does not match its content is refused (and changes nothing).
+    /// Applies the record at `offset` of the log and moves [`Self::position`]
+    /// past it, whether the record was usable or not.
+    pub fn apply_at(&mut self, offset: i64, key: &str, value: Option<&[u8]>) -> Result<(), String> {
+        self.position = self.position.max(offset);
+        let outcome = self.apply(key, value);
+        self.position = self.position.max(offset + 1);
+        outcome
+    }
+
+    /// Applies one record of the log at the current position; `value: None` is
+    /// a tombstone. A record whose key does not match its content is refused
+    /// (and changes nothing).
     pub fn apply(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), String> {
         let Some(value) = value else {
             return self.delete(key);
@@ -249,6 +262,16 @@ mod snapshot_tests {
         assert_eq!(snapshot.latest_schema("view").map(|s| s.version), Some(3));
         assert_eq!(snapshot.apply(&schema_key("view", 3), None), Ok(()));
         assert_eq!(snapshot.latest_schema("view").map(|s| s.version), Some(2));
+    }
+
+    #[test]
+    fn the_position_moves_past_every_applied_record() {
+        let mut snapshot = ConfigSnapshot::default();
+        let applied = snapshot.apply_at(4, &schema_key("view", 1), Some(&schema_record("view", 1)));
+        assert_eq!(applied, Ok(()));
+        assert_eq!(snapshot.position, 5);
+        assert!(snapshot.apply_at(9, "garbage", Some(b"x")).is_err());
+        assert_eq!(snapshot.position, 10, "an unusable record still moves the position");
     }
 
     #[test]

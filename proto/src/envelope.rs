@@ -25,6 +25,14 @@ pub struct Envelope<'a> {
     /// When the gateway received the request, epoch milliseconds.
     #[serde(rename = "receivedAt")]
     pub received_at_ms: i64,
+    /// The gateway's config-log position when it accepted the event (the
+    /// [`ConfigSnapshot::position`](crate::config::ConfigSnapshot::position) it
+    /// authenticated with). The worker validates the event only once its own
+    /// follower has applied the log that far: a schema the accepting gateway
+    /// knew is never missed because the worker's follower lags. Absent in
+    /// records written before it existed.
+    #[serde(rename = "cfg", default, skip_serializing_if = "Option::is_none")]
+    pub config_position: Option<i64>,
     /// Why the gateway refused the event; empty when it was accepted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refusals: Vec<Reason>,
@@ -39,6 +47,7 @@ impl<'a> Envelope<'a> {
             id,
             scope: Cow::Borrowed(scope),
             received_at_ms,
+            config_position: None,
             refusals: Vec::new(),
             event,
         }

@@ -145,7 +145,7 @@ impl ConfigFollower {
             };
             let message = received?;
             let key = String::from_utf8_lossy(message.key().unwrap_or_default()).into_owned();
-            let outcome = snapshot.apply(&key, message.payload());
+            let outcome = snapshot.apply_at(message.offset(), &key, message.payload());
             if let Err(problem) = &outcome {
                 tracing::warn!(problem, "config record ignored");
             }

@@ -22,6 +22,9 @@ pub enum ReasonCode {
     EventTooLarge,
     /// A Kafka record the worker could not decode as an envelope.
     UndecodableRecord,
+    /// ClickHouse refused to store this one row (the rest of its batch was
+    /// stored); the message carries ClickHouse's exception.
+    StorageRefused,
     /// No event schema is registered for the event's type.
     UnknownEventType,
     /// A property the schema requires is absent (or null).
@@ -50,6 +53,7 @@ impl ReasonCode {
             Self::InvalidField => "invalid_field",
             Self::EventTooLarge => "event_too_large",
             Self::UndecodableRecord => "undecodable_record",
+            Self::StorageRefused => "storage_refused",
             Self::UnknownEventType => "unknown_event_type",
             Self::MissingProperty => "missing_property",
             Self::WrongType => "wrong_type",
@@ -91,6 +95,7 @@ mod tests {
             ReasonCode::ScopeMismatch,
             ReasonCode::EventTooLarge,
             ReasonCode::UndecodableRecord,
+            ReasonCode::StorageRefused,
         ] {
             let json = serde_json::to_string(&code).unwrap_or_default();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -253,6 +253,9 @@ def start_worker(_procs, names, tmp_path):
             "POWEHI_CLICKHOUSE_URL": CLICKHOUSE_URL,
             "POWEHI_CLICKHOUSE_DATABASE": names.database,
             "POWEHI_WORKER_HTTP_ADDR": addr,
+            # Static membership: every worker a test starts is a new member unless the
+            # test passes the id of one it replaces (a restart under the same name).
+            "POWEHI_WORKER_ID": f"{names.group}-w{sum(1 for p in _procs if p.name.startswith('worker'))}",
             "POWEHI_LOG": "info",
             **env,
         }

@@ -148,7 +148,7 @@ def test_anonymous_session_identified_merges_into_the_profile(names, start_gatew
         f"{h}-e1": anon_s, f"{h}-e2": anon_s, f"{h}-e3": anon_s, f"{h}-e4": p, f"{h}-e5": p, f"{h}-e6": p,
     }
     session = ch_query(
-        f"SELECT argMaxMerge(profile_id) AS profile, countMerge(events) AS events FROM {names.database}.sessions "
+        f"SELECT argMaxMerge(profile_id) AS profile, toUInt64(uniqExactMerge(events)) AS events FROM {names.database}.sessions "
         f"WHERE scope = {sql_str(scope)} AND session_id = {sql_str(s)}"
     )
     assert session == [{"profile": p, "events": 4}], session
@@ -374,7 +374,7 @@ def _check_every_profile(names, store, gateway, acked: set, expected: dict, samp
     stats = {
         r["profile_id"]: (int(r["events"]), int(r["sessions"]), int(r["first"]), int(r["last"]))
         for r in ch_query(
-            f"SELECT profile_id, countMerge(events) AS events, toUInt64(uniqExactMerge(sessions)) AS sessions, "
+            f"SELECT profile_id, toUInt64(uniqExactMerge(events)) AS events, toUInt64(uniqExactMerge(sessions)) AS sessions, "
             f"minMerge(first_seen_ms) AS first, maxMerge(last_seen_ms) AS last "
             f"FROM {db}.profile_stats GROUP BY profile_id"
         )

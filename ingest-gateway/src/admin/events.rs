@@ -263,11 +263,15 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
             conditions.join(" AND ")
         ));
     }
+    // A repeated write of one Kafka record may not be merged away yet: its
+    // copies are identical and sort next to each other, and LIMIT 1 BY serves
+    // one (what FINAL would do, without reading the whole range to merge it).
     let sql = format!(
         "SELECT event_id, status, event_type, session_id, profile_id, event_time_ms, received_at_ms, \
          properties, reasons, raw, source_id, source_type, target_id, target_type, schema_version, \
          kafka_partition, kafka_offset FROM ({}) \
-         ORDER BY received_at_ms DESC, event_id DESC, kafka_partition DESC, kafka_offset DESC LIMIT {}",
+         ORDER BY received_at_ms DESC, event_id DESC, kafka_partition DESC, kafka_offset DESC \
+         LIMIT 1 BY kafka_partition, kafka_offset LIMIT {}",
         branches.join(" UNION ALL "),
         filters.limit
     );
