@@ -79,6 +79,7 @@ fresh = load("freshness")
 fresh_pipe, pipeline = load("freshness_pipeline"), load("pipeline_b1")
 gw_rss, fresh_rss = load("gateway_rss"), load("fresh_rss")
 stall, stall_rss, slow = load("gateway_stall"), load("gateway_stall_rss"), load("worker_slow")
+takeover, reads, restart = load("takeover"), load("reads"), load("restart")
 commands = (WORK / "commands.txt").read_text().strip()
 
 lines: list[str] = ["# Powehi benchmarks", ""]
@@ -275,6 +276,28 @@ lines += [
     "",
 ]
 
+lines += [
+    "### Takeover, restart and reads at scale",
+    "",
+    f"A database already holding {takeover['rows']:,} rows (raw inserts as in the ClickHouse",
+    "ceiling above, over 12 Kafka partitions). A worker that takes over all 12 partitions asks,",
+    "per partition, which offsets past the committed one are stored and which itemIds fall in the",
+    "dedup window (`powehi-loadgen takeover`: the worker's own calls, in turn). Beside it, the",
+    "same questions asked of `events`/`rejected_events`, as before `stored_positions` existed.",
+    "",
+    "| measure | value |",
+    "|---|---:|",
+    f"| takeover queries, all 12 partitions | {takeover['seconds_all_partitions']:.3f} s |",
+    f"| slowest partition | {takeover['slowest_partition_s']:.3f} s |",
+    f"| the same questions without a position key (before) | {takeover['unkeyed_seconds_all_partitions']:.3f} s |",
+    f"| `event-worker rebuild-profiles` over those rows | {reads['rebuild_profiles_s']:.1f} s |",
+    f"| event-log page (`GET …/events?limit=100`, newest first; median of 5) | {reads['event_log_page_s'] * 1000:.0f} ms |",
+    f"| profile read (`GET /v1/profiles/…`, {reads['profile_events']:,} events; median of 5) | {reads['profile_read_s'] * 1000:.0f} ms |",
+    f"| restart after kill -9 to partitions owned, same worker name (static membership) | {restart['same_name_s']:.2f} s |",
+    f"| the same under a new name (the group waits out the old session) | {restart['new_name_s']:.2f} s |",
+    "",
+]
+
 half_p99s = ", ".join(ms(o["latency_ms"]["p99"]) for o in half_runs)
 gateway_share = ratio(gateway[1]["requests_per_s"], baseline[1]["requests_per_s"])
 targets = [
@@ -291,9 +314,13 @@ targets = [
     ("gateway p99 ack latency in that freshness run", f"{ms(ack['p99'])} ms", "≤ 10 ms", ack["p99"] <= 10),
     ("freshness p99 at half of the pipeline's max", f"{ms(pfl['p99'])} ms", "≤ 2000 ms", pfl["p99"] <= 2000),
     ("gateway p99 ack latency in that freshness run", f"{ms(pack['p99'])} ms", "≤ 10 ms", pack["p99"] <= 10),
+    (f"takeover at {takeover['rows']:,} stored rows (issue 11)", f"{takeover['seconds_all_partitions']:.3f} s", "< 2 s",
+     takeover["seconds_all_partitions"] < 2),
+    ("restart after kill -9 to partitions owned (issue 11)", f"{restart['same_name_s']:.2f} s", "< 3 s",
+     restart["same_name_s"] < 3),
 ]
 lines += [
-    "## Targets (issue 5)",
+    "## Targets (issues 5 and 11)",
     "",
     "| target | measured | goal | met |",
     "|---|---:|---:|---|",

@@ -53,6 +53,7 @@ if [ "$MODE" = smoke ]; then
     : "${BENCH_STALL_SECONDS:=1}"     # Kafka paused under load
     : "${BENCH_SLOW_INSERT_MS:=200}"  # every ClickHouse INSERT held back this long…
     : "${BENCH_SLOW_SECONDS:=3}"      # …for this long
+    : "${BENCH_TAKEOVER_ROWS:=20000}" # rows already stored when a worker takes over
 else
     : "${BENCH_DURATION:=20}"
     : "${BENCH_WARMUP:=3}"
@@ -77,6 +78,7 @@ else
     # Under ClickHouse's keep_alive_timeout (3 s), or pooled connections break.
     : "${BENCH_SLOW_INSERT_MS:=2000}"
     : "${BENCH_SLOW_SECONDS:=30}"
+    : "${BENCH_TAKEOVER_ROWS:=20000000}"
 fi
 : "${BENCH_LOADGEN_THREADS:=1}"
 : "${BENCH_KAFKA_WARMUP:=$([ "$MODE" = smoke ] && echo 1 || echo 15)}"  # seconds
@@ -101,7 +103,7 @@ KAFKA_TOPIC=powehi.bench.$ID.kafka      # raw producer baseline
 FLOOR_TOPIC=powehi.bench.$ID.floor      # trivial handler + Kafka acknowledgement
 DB=powehi_bench_$ID
 TOPICS="$CONFIG_TOPIC,$RAW_LOAD,$RAW_FRESH,$PRELOAD_TOPIC,$KAFKA_TOPIC,$FLOOR_TOPIC"
-DATABASES="${DB}_fresh ${DB}_w1 ${DB}_w2 ${DB}_ch ${DB}_slow"
+DATABASES="${DB}_fresh ${DB}_w1 ${DB}_w2 ${DB}_ch ${DB}_slow ${DB}_takeover ${DB}_restart"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/powehi-bench.XXXXXX")
 PIDS=()
 KAFKA_PAUSED=""  # the broker's pid while it is paused (cleanup resumes it)
@@ -219,7 +221,7 @@ EOF
 # Open-loop rate: FRACTION of MAX, capped by BENCH_MAX_OPEN_RATE, at least 1.
 rate_of() { awk -v f="$1" -v m="$2" -v cap="$BENCH_MAX_OPEN_RATE" 'BEGIN { r = f * m; if (r > cap) r = cap; if (r < 1) r = 1; printf "%.0f", r }'; }
 
-start_gateway() {  # NAME RAW_TOPIC DATABASE -> sets GW_PID GW_URL
+start_gateway() {  # NAME RAW_TOPIC DATABASE -> sets GW_PID GW_URL GW_ADMIN
     local name=$1 port admin
     port=$(free_port); admin=$(free_port)
     echo "POWEHI_HTTP_ADDR=127.0.0.1:$port POWEHI_RAW_TOPIC=$2 POWEHI_CONFIG_TOPIC=$CONFIG_TOPIC POWEHI_BOOTSTRAP=bootstrap.json POWEHI_CLICKHOUSE_DATABASE=$3 ingest-gateway" >>"$WORK/commands.txt"
@@ -230,20 +232,36 @@ start_gateway() {  # NAME RAW_TOPIC DATABASE -> sets GW_PID GW_URL
     GW_PID=$!
     PIDS+=("$GW_PID")
     GW_URL=http://127.0.0.1:$port/powehi/smile
+    GW_ADMIN=http://127.0.0.1:$admin
     wait_ready "http://127.0.0.1:$port/readyz" "$GW_PID" "$name"
 }
 
-start_worker() {  # NAME RAW_TOPIC DATABASE GROUP [CLICKHOUSE_URL] -> sets W_PID
-    local name=$1 port url=${5:-$CH}
+# The worker's name in its group (static membership) is WORKER_ID if set, else NAME.
+start_worker() {  # NAME RAW_TOPIC DATABASE GROUP [CLICKHOUSE_URL] -> sets W_PID W_URL
+    local name=$1 port url=${5:-$CH} id=${WORKER_ID:-$1}
     port=$(free_port)
-    echo "POWEHI_RAW_TOPIC=$2 POWEHI_CONFIG_TOPIC=$CONFIG_TOPIC POWEHI_CLICKHOUSE_DATABASE=$3 POWEHI_CONSUMER_GROUP=$4${5:+ POWEHI_CLICKHOUSE_URL=$5} event-worker" >>"$WORK/commands.txt"
+    echo "POWEHI_RAW_TOPIC=$2 POWEHI_CONFIG_TOPIC=$CONFIG_TOPIC POWEHI_CLICKHOUSE_DATABASE=$3 POWEHI_CONSUMER_GROUP=$4 POWEHI_WORKER_ID=$id${5:+ POWEHI_CLICKHOUSE_URL=$5} event-worker" >>"$WORK/commands.txt"
     POWEHI_CLICKHOUSE_URL=$url POWEHI_WORKER_HTTP_ADDR=127.0.0.1:$port POWEHI_RAW_TOPIC=$2 \
         POWEHI_CONFIG_TOPIC=$CONFIG_TOPIC POWEHI_CLICKHOUSE_DATABASE=$3 \
-        POWEHI_CONSUMER_GROUP=$4 POWEHI_LOG=warn \
+        POWEHI_CONSUMER_GROUP=$4 POWEHI_WORKER_ID=$id POWEHI_LOG=warn \
         "$BIN/event-worker" >"$WORK/$name.log" 2>&1 &
     W_PID=$!
     PIDS+=("$W_PID")
-    wait_ready "http://127.0.0.1:$port/readyz" "$W_PID" "$name"
+    W_URL=http://127.0.0.1:$port
+    wait_ready "$W_URL/readyz" "$W_PID" "$name"
+}
+
+# Partitions a worker owns, from its metrics (0 when it does not answer).
+assigned_partitions() {  # WORKER_URL
+    curl -sS "$1/metrics" 2>/dev/null | awk '/^powehi_worker_assigned_partitions / { print $2; found = 1 } END { if (!found) print 0 }'
+}
+
+# Seconds a request takes, the median of COUNT runs.
+median_seconds() {  # COUNT CURL_ARGS...
+    local count=$1; shift
+    for _ in $(seq "$count"); do
+        curl -sS -o /dev/null --fail-with-body -w '%{time_total}\n' "$@"
+    done | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
 }
 
 stop_started() {  # PIDS... (stops and forgets them)
@@ -433,6 +451,62 @@ slow_stored=$(stored_rows "${DB}_slow")
 echo "{\"insert_delay_ms\": $BENCH_SLOW_INSERT_MS, \"seconds\": $BENCH_SLOW_SECONDS, \"stored\": $slow_stored, \"worker_peak_rss_kb\": $slow_rss}" >"$WORK/worker_slow.json"
 log "slow ClickHouse: $(cat "$WORK/worker_slow.json")"
 ch "DROP DATABASE IF EXISTS ${DB}_slow" >/dev/null
+
+# ------------------------------------------------------------------ 8. takeover, restart and reads at scale
+# A database already holding BENCH_TAKEOVER_ROWS rows (the raw insert of section
+# 4, spread over 12 partitions): what a worker asks on takeover (loadgen
+# `takeover`, the worker's own calls, beside the unkeyed question of before),
+# the profile rebuild, and an event-log page and a profile read through the
+# admin API.
+TK_DB=${DB}_takeover
+log "takeover: $BENCH_TAKEOVER_ROWS rows into $TK_DB"
+measure takeover_fill clickhouse --database "$TK_DB" --client-id "$CLIENT" --rows "$BENCH_TAKEOVER_ROWS" --batch 50000
+measure takeover takeover --database "$TK_DB"
+echo "POWEHI_CLICKHOUSE_DATABASE=$TK_DB event-worker rebuild-profiles" >>"$WORK/commands.txt"
+t0=$(now)
+POWEHI_CLICKHOUSE_DATABASE=$TK_DB POWEHI_WORKER_HTTP_ADDR=127.0.0.1:0 POWEHI_LOG=warn \
+    "$BIN/event-worker" rebuild-profiles >"$WORK/rebuild.log" 2>&1
+rebuild_s=$(awk -v a="$(now)" -v b="$t0" 'BEGIN { printf "%.3f", a - b }')
+top_profile=$(ch "SELECT profile_id FROM $TK_DB.profile_stats GROUP BY profile_id ORDER BY uniqExactMerge(events) DESC LIMIT 1")
+start_gateway gateway_reads "$RAW_FRESH" "$TK_DB"
+ADMIN_AUTH=(-H "Authorization: Bearer demo-admin-token")
+echo "curl -w %{time_total} \$ADMIN/v1/datasources/$CLIENT/events?limit=100   # median of 5" >>"$WORK/commands.txt"
+page_s=$(median_seconds 5 "${ADMIN_AUTH[@]}" "$GW_ADMIN/v1/datasources/$CLIENT/events?limit=100")
+echo "curl -w %{time_total} \$ADMIN/v1/profiles/<the profile with most events>   # median of 5" >>"$WORK/commands.txt"
+profile_s=$(median_seconds 5 "${ADMIN_AUTH[@]}" "$GW_ADMIN/v1/profiles/$top_profile")
+profile_events=$(ch "SELECT uniqExactMerge(events) FROM $TK_DB.profile_stats WHERE profile_id = '$top_profile'")
+stop_started "$GW_PID"
+echo "{\"rows\": $BENCH_TAKEOVER_ROWS, \"rebuild_profiles_s\": $rebuild_s, \"event_log_page_s\": $page_s, \"profile_read_s\": $profile_s, \"profile_events\": $profile_events}" >"$WORK/reads.json"
+log "reads at scale: $(cat "$WORK/reads.json")"
+ch "DROP DATABASE IF EXISTS $TK_DB" >/dev/null
+
+# Restart after kill -9: the time from the new process's start until it owns
+# partitions again, under the same worker name (static membership) and, as the
+# same-run baseline, under a new name (the group waits out the old session).
+restart() {  # NAME WORKER_ID -> sets RESTART_S, seconds from start to partitions assigned
+    local t_start
+    t_start=$(now)
+    WORKER_ID=$2 start_worker "$1" "$RAW_FRESH" "${DB}_restart" "powehi-bench-$ID-restart"
+    while [ "$(assigned_partitions "$W_URL")" = 0 ]; do
+        if awk -v a="$(now)" -v b="$t_start" 'BEGIN { exit !(a - b > 60) }'; then
+            log "restart: $1 got no partitions in 60 s"; exit 1
+        fi
+        sleep 0.05
+    done
+    RESTART_S=$(awk -v a="$(now)" -v b="$t_start" 'BEGIN { printf "%.3f", a - b }')
+}
+WORKER_ID=bench-restart start_worker worker_restart0 "$RAW_FRESH" "${DB}_restart" "powehi-bench-$ID-restart"
+while [ "$(assigned_partitions "$W_URL")" = 0 ]; do sleep 0.1; done
+kill -9 "$W_PID"; echo "kill -9 <worker>; start it again as bench-restart, then kill -9 and start as bench-restart-new" >>"$WORK/commands.txt"
+restart worker_restart1 bench-restart
+same_s=$RESTART_S
+kill -9 "$W_PID"
+restart worker_restart2 bench-restart-new
+new_s=$RESTART_S
+stop_started "$W_PID"
+echo "{\"same_name_s\": $same_s, \"new_name_s\": $new_s}" >"$WORK/restart.json"
+log "restart after kill -9: $(cat "$WORK/restart.json")"
+ch "DROP DATABASE IF EXISTS ${DB}_restart" >/dev/null
 
 # ------------------------------------------------------------------ report
 KAFKA_VERSION=$(sed -n 's/^KAFKA_VERSION=\([^ ]*\).*/\1/p' "$ROOT/deploy/local/kafka.sh" | head -n 1)

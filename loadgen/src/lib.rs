@@ -32,3 +32,4 @@ pub mod rng;
 pub mod schedule;
 pub mod slow_proxy;
 pub mod stats;
+pub mod takeover;

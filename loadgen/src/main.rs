@@ -1,6 +1,6 @@
 use clap::{Parser, Subcommand};
 
-use loadgen::{baseline, clickhouse, events, freshness, http, kafka, slow_proxy};
+use loadgen::{baseline, clickhouse, events, freshness, http, kafka, slow_proxy, takeover};
 
 /// Load generator and baselines of the Powehi benchmark (bench/run.sh).
 #[derive(Debug, Parser)]
@@ -30,6 +30,8 @@ enum Command {
     Freshness(freshness::FreshnessArgs),
     /// A TCP proxy that delays what clients send (a slow ClickHouse on demand).
     SlowProxy(slow_proxy::SlowProxyArgs),
+    /// Times a worker's takeover queries against a database with many rows.
+    Takeover(takeover::TakeoverArgs),
     /// Print a POWEHI_BOOTSTRAP file: data sources `id:key` and the generated types' schemas.
     Bootstrap {
         /// `id:write-key`, repeatable.
@@ -54,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         Command::Clickhouse(args) => runtime()?.block_on(clickhouse::run(args)),
         Command::Freshness(args) => runtime()?.block_on(freshness::run(args)),
         Command::SlowProxy(args) => runtime()?.block_on(slow_proxy::run(args)),
+        Command::Takeover(args) => runtime()?.block_on(takeover::run(args)),
         Command::Bootstrap { sources } => {
             let pairs = sources
                 .iter()
