@@ -128,7 +128,10 @@ impl Batch {
     /// Returns how many. Their offsets still get committed.
     pub fn drop_stored(&mut self, partition: i32, stored: &[(u64, bool)]) -> usize {
         let is_stored = |p: u32, o: u64| {
-            p as i32 == partition && stored.binary_search_by_key(&o, |(offset, _)| *offset).is_ok()
+            p as i32 == partition
+                && stored
+                    .binary_search_by_key(&o, |(offset, _)| *offset)
+                    .is_ok()
         };
         let (stored_events, events): (Vec<_>, Vec<_>) = std::mem::take(&mut self.events)
             .into_iter()
@@ -155,7 +158,10 @@ mod tests {
 
     fn record(partition: i32, offset: i64) -> (Decoded, Position) {
         let position = Position { partition, offset };
-        (decode(b"poison", position, 0, &Default::default()), position)
+        (
+            decode(b"poison", position, 0, &Default::default()),
+            position,
+        )
     }
 
     #[test]
@@ -200,7 +206,10 @@ mod tests {
             batch.lowest_offsets().into_iter().collect::<Vec<_>>(),
             vec![(0, 5), (1, 3)]
         );
-        assert_eq!(batch.drop_stored(0, &[(5, false), (7, false), (9, true)]), 2);
+        assert_eq!(
+            batch.drop_stored(0, &[(5, false), (7, false), (9, true)]),
+            2
+        );
         assert_eq!(batch.rows(), 2);
         assert_eq!(
             batch.finish().into_iter().collect::<Vec<_>>(),

@@ -113,7 +113,11 @@ impl Config {
         if self.clickhouse_timeout_ms == 0 {
             return Err("POWEHI_CLICKHOUSE_TIMEOUT_MS must be positive".into());
         }
-        if self.worker_id.as_deref().is_some_and(|id| id.trim().is_empty()) {
+        if self
+            .worker_id
+            .as_deref()
+            .is_some_and(|id| id.trim().is_empty())
+        {
             return Err("POWEHI_WORKER_ID must not be blank".into());
         }
         Ok(())

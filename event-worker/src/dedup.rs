@@ -172,8 +172,14 @@ mod tests {
         recent.load(0, vec![("s".into(), "a".into(), 5_000)]);
         assert!(recent.is_repeat(0, "s", "a", 5_900), "900 ms apart");
         assert!(!recent.is_repeat(0, "s", "b", 5_000));
-        assert!(!recent.is_repeat(0, "s", "b", 6_001), "1,001 ms apart: not a retry");
-        assert!(recent.is_repeat(0, "s", "b", 6_500), "within a window of the later copy");
+        assert!(
+            !recent.is_repeat(0, "s", "b", 6_001),
+            "1,001 ms apart: not a retry"
+        );
+        assert!(
+            recent.is_repeat(0, "s", "b", 6_500),
+            "within a window of the later copy"
+        );
     }
 
     #[test]

@@ -170,7 +170,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 
 /// `rebuild-profiles`: migrations (so the tables exist), then the feed.
 async fn rebuild_profiles(store: &Store, truncate: bool) -> anyhow::Result<()> {
-    store.migrate().await.context("applying clickhouse migrations")?;
+    store
+        .migrate()
+        .await
+        .context("applying clickhouse migrations")?;
     let started = std::time::Instant::now();
     store
         .rebuild_profiles(truncate)

@@ -39,6 +39,8 @@ pub struct Metrics {
     pub rows_refused: IntCounter,
     /// Stored events whose profile update the profile views refused alone.
     pub feed_refused: IntCounter,
+    /// Rows their table took but one of its materialized views refused.
+    pub view_refused: IntCounter,
     /// 1 for what keeps the worker from writing now (`clickhouse_unavailable`,
     /// `clickhouse_refused`, `ownership_unconfirmed`, `config_log_behind`).
     pub blocked: IntGaugeVec,
@@ -145,6 +147,10 @@ impl Metrics {
                 "powehi_worker_feed_refused_total",
                 "Stored events whose profile update the profile views refused alone",
             )?,
+            view_refused: IntCounter::new(
+                "powehi_worker_view_refused_total",
+                "Rows their table took but one of its materialized views refused (stored as they are)",
+            )?,
             blocked: IntGaugeVec::new(
                 Opts::new(
                     "powehi_worker_blocked",
@@ -180,6 +186,7 @@ impl Metrics {
             Box::new(metrics.duplicates.clone()),
             Box::new(metrics.rows_refused.clone()),
             Box::new(metrics.feed_refused.clone()),
+            Box::new(metrics.view_refused.clone()),
             Box::new(metrics.blocked.clone()),
             Box::new(metrics.takeover_duration.clone()),
         ];

@@ -81,6 +81,9 @@ impl Blocker {
 
     fn describe(&self) -> String {
         match self {
+            Blocker::ClickHouse(error) if error.is_refusal() => {
+                format!("clickhouse refused the batch (an exception about its rows): {error}")
+            }
             Blocker::ClickHouse(error) => format!("clickhouse cannot be written: {error}"),
             Blocker::Ownership(error) => {
                 format!("partition ownership not confirmed by the group coordinator: {error}")
@@ -265,7 +268,12 @@ impl Pipeline {
         }
         self.metrics.records_consumed.inc();
         let record_ms = message.timestamp().to_millis().unwrap_or(0);
-        if !self.takeover(position, record_ms).await? {
+        let taken_over = self.takeover(position, record_ms).await?;
+        // Takeover queries run only while no write is being retried (a retry
+        // holds the records that arrive): if they waited for ClickHouse, it is
+        // back now.
+        self.resume_if_paused();
+        if !taken_over {
             return Ok(()); // revoked while loading
         }
         let already_stored = self
@@ -325,12 +333,18 @@ impl Pipeline {
             // One partition: the log's total order (see proto::follower).
             if !self.config.wait_applied(0, needed - 1, step).await {
                 waited += step;
-                self.metrics.blocked.with_label_values(&["config_log_behind"]).set(1);
+                self.metrics
+                    .blocked
+                    .with_label_values(&["config_log_behind"])
+                    .set(1);
                 tracing::warn!(needed, waited = ?waited, "waiting for the config log to reach a record's stamp");
             }
         }
         if !waited.is_zero() {
-            self.metrics.blocked.with_label_values(&["config_log_behind"]).set(0);
+            self.metrics
+                .blocked
+                .with_label_values(&["config_log_behind"])
+                .set(0);
         }
         Ok(())
     }
@@ -340,11 +354,7 @@ impl Pipeline {
     /// (see [`crate::replay`]) and the itemIds received from one dedup window
     /// before this record on (see [`crate::dedup`]). `false` when the partition
     /// was revoked meanwhile.
-    async fn takeover(
-        &mut self,
-        position: Position,
-        record_ms: i64,
-    ) -> Result<bool, ShuttingDown> {
+    async fn takeover(&mut self, position: Position, record_ms: i64) -> Result<bool, ShuttingDown> {
         let Position { partition, offset } = position;
         let started = Instant::now();
         if !self.stored.contains_key(&partition) {
@@ -539,6 +549,8 @@ impl Pipeline {
     }
 
     /// Runs a ClickHouse call until it succeeds, pausing consumption meanwhile.
+    /// Does not resume: the caller does once what it waits for is done (a read
+    /// that works says nothing about a write that keeps failing).
     async fn with_clickhouse<T, F, Fut>(&mut self, call: F) -> Result<T, ShuttingDown>
     where
         F: Fn(Store) -> Fut,
@@ -546,10 +558,7 @@ impl Pipeline {
     {
         loop {
             match call(self.store.clone()).await {
-                Ok(value) => {
-                    self.resume_if_paused();
-                    return Ok(value);
-                }
+                Ok(value) => return Ok(value),
                 Err(error) => self.wait_out(Blocker::ClickHouse(error)).await?,
             }
         }
@@ -570,7 +579,10 @@ impl Pipeline {
                 self.metrics.paused.set(1);
                 self.pause(&self.assignment.iter().copied().collect::<Vec<_>>());
             }
-            tracing::warn!(reason = blocker.describe(), "writing paused until this clears");
+            tracing::warn!(
+                reason = blocker.describe(),
+                "writing paused until this clears"
+            );
             self.metrics.blocked.with_label_values(&[label]).set(1);
             self.blocked.set(Some(blocker.describe()));
         }
@@ -603,11 +615,15 @@ impl Pipeline {
         self.metrics.blocked.with_label_values(&[label]).set(0);
         self.metrics.paused.set(0);
         self.blocked.set(None);
-        let partitions = self.partition_list(self.assignment.iter().map(|&p| (p, Offset::Invalid)));
-        if let Err(error) = self.consumer.resume(&partitions) {
+        self.resume(&self.assignment.iter().copied().collect::<Vec<_>>());
+        tracing::info!(was = label, "writing possible again: consumption resumed");
+    }
+
+    fn resume(&self, partitions: &[i32]) {
+        let list = self.partition_list(partitions.iter().map(|&p| (p, Offset::Invalid)));
+        if let Err(error) = self.consumer.resume(&list) {
             tracing::warn!(%error, "cannot resume partitions");
         }
-        tracing::info!(was = label, "writing possible again: consumption resumed");
     }
 
     fn pause(&self, partitions: &[i32]) {
@@ -652,8 +668,13 @@ impl Pipeline {
                         self.stored.remove(partition);
                         self.recent.forget(*partition);
                     }
+                    // librdkafka keeps a partition's pause across a revoke and
+                    // a new assignment: a partition paused while it was ours
+                    // before would stay paused forever unless set here.
                     if self.blocked_by.is_some() {
                         self.pause(&partitions);
+                    } else {
+                        self.resume(&partitions);
                     }
                 }
             }

@@ -119,8 +119,7 @@ mod tests {
 
     #[test]
     fn skips_exactly_the_stored_offsets_even_with_gaps() {
-        let mut stored =
-            StoredOffsets::new(vec![(12, true), (10, false), (14, true), (12, true)]);
+        let mut stored = StoredOffsets::new(vec![(12, true), (10, false), (14, true), (12, true)]);
         let skipped: Vec<(i64, Stored)> = (10..16)
             .filter_map(|o| stored.get(o).map(|how| (o, how)))
             .collect();

@@ -140,9 +140,7 @@ pub fn decode(
     config: &ConfigSnapshot,
 ) -> Decoded {
     let envelope = match Envelope::from_bytes(payload) {
-        Err(problem) => {
-            return Decoded::Poison(poison_row(payload, problem, position, record_ms))
-        }
+        Err(problem) => return Decoded::Poison(poison_row(payload, problem, position, record_ms)),
         Ok(envelope) => envelope,
     };
     if !envelope.refusals.is_empty() {

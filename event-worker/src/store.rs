@@ -12,7 +12,7 @@ use std::time::Duration;
 use clickhouse::Client;
 
 use crate::config::Config;
-use crate::rows::{EventRow, FeedRow};
+use crate::rows::{EventRow, FeedRow, RejectedRow};
 
 /// Migrations in order; each file's statements are separated by `;` at line end.
 const MIGRATIONS: &[(&str, &str)] = &[
@@ -63,6 +63,9 @@ pub enum StoreError {
     Timeout(Duration),
     #[error("{0}")]
     Layout(String),
+    /// The writer's own verdict after looking for refused rows.
+    #[error("clickhouse refuses rows: {0}")]
+    Refused(String),
 }
 
 impl StoreError {
@@ -70,6 +73,7 @@ impl StoreError {
     /// (not one of [`UNAVAILABLE_CODES`]): worth finding the rows it refuses.
     pub fn is_refusal(&self) -> bool {
         match self {
+            StoreError::Refused(_) => true,
             StoreError::ClickHouse(clickhouse::error::Error::BadResponse(text)) => {
                 exception_code(text).is_some_and(|code| !UNAVAILABLE_CODES.contains(&code))
             }
@@ -221,6 +225,49 @@ impl Store {
         Ok(())
     }
 
+    /// Whether `events` holds this row (looked up by its whole sort key, so a
+    /// few granules are read). An INSERT whose rows the table took can still
+    /// fail afterwards, in a materialized view of the table.
+    pub async fn holds_event(&self, row: &EventRow) -> Result<bool, StoreError> {
+        let query = "SELECT count() FROM events WHERE scope = ? AND event_type = ? \
+                     AND event_time = toDateTime(?) AND event_id = ? \
+                     AND kafka_partition = ? AND kafka_offset = ?";
+        let found: u64 = self
+            .bounded(
+                self.client
+                    .query(query)
+                    .bind(&row.scope)
+                    .bind(&row.event_type)
+                    .bind(row.event_time)
+                    .bind(&row.event_id)
+                    .bind(row.kafka_partition)
+                    .bind(row.kafka_offset)
+                    .fetch_one(),
+            )
+            .await?;
+        Ok(found > 0)
+    }
+
+    /// Whether `rejected_events` holds this row (by its whole sort key).
+    pub async fn holds_rejection(&self, row: &RejectedRow) -> Result<bool, StoreError> {
+        let query = "SELECT count() FROM rejected_events WHERE scope = ? \
+                     AND received_at = toDateTime(?) AND event_id = ? \
+                     AND kafka_partition = ? AND kafka_offset = ?";
+        let found: u64 = self
+            .bounded(
+                self.client
+                    .query(query)
+                    .bind(&row.scope)
+                    .bind(row.received_at)
+                    .bind(&row.event_id)
+                    .bind(row.kafka_partition)
+                    .bind(row.kafka_offset)
+                    .fetch_one(),
+            )
+            .await?;
+        Ok(found > 0)
+    }
+
     /// Offsets of `partition` at or above `from` that are already stored, with
     /// whether as accepted (`events`) or rejected, sorted. After a crash these
     /// are the records written but not yet committed to Kafka; the worker skips
@@ -321,9 +368,8 @@ mod tests {
 
     #[test]
     fn refusals_are_told_from_an_unavailable_server() {
-        let bad = |text: &str| {
-            StoreError::ClickHouse(clickhouse::error::Error::BadResponse(text.into()))
-        };
+        let bad =
+            |text: &str| StoreError::ClickHouse(clickhouse::error::Error::BadResponse(text.into()));
         assert!(
             bad("Code: 395. DB::Exception: Value passed to 'throwIf' function is non zero")
                 .is_refusal()

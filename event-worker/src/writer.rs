@@ -28,9 +28,13 @@
 //! that may be about the data (see [`StoreError::is_refusal`]), [`isolate`]
 //! splits the rows in halves until it has found the single rows refused; the
 //! others are written, the refused ones become rejected events with the reason
-//! `storage_refused`. A bad row therefore never stalls its partitions. (A row
-//! `events` took but the profile views refuse stays accepted, without its
-//! profile update, counted in `powehi_worker_feed_refused_total`.) When no
+//! `storage_refused`. A bad row therefore never stalls its partitions. A row
+//! the table took but one of its materialized views refused (ClickHouse writes
+//! the table's part before it pushes to the views, and does not take it back)
+//! is stored: it stays what it is, counted in
+//! `powehi_worker_view_refused_total`; likewise a row `events` took whose
+//! profile update the profile views refuse stays accepted without it
+//! (`powehi_worker_feed_refused_total`). When no
 //! part of a batch can be written at all the server, not a row, is at fault:
 //! the batch is retried as it is (with backoff), until it has been refused
 //! that way, row by row, for [`REJECT_LONE_REFUSALS_AFTER`] (a batch made
@@ -232,6 +236,71 @@ pub async fn write_isolating(
     batch: &mut Batch,
     reject_lone: bool,
 ) -> Result<(), StoreError> {
+    // Each step leaves the batch holding exactly what is still to write, so an
+    // early return loses nothing; the rows refused so far wait in `bad_*` and
+    // go back into the batch on any error.
+    let mut wrote_any = false;
+    let mut last_refusal = None;
+    let bad_events =
+        write_accepted_isolating(store, metrics, batch, &mut wrote_any, &mut last_refusal).await?;
+    let bad_rejected =
+        match write_rejected_isolating(store, metrics, batch, &mut wrote_any, &mut last_refusal)
+            .await
+        {
+            Ok(bad) => bad,
+            Err(error) => {
+                batch
+                    .events
+                    .extend(bad_events.into_iter().map(|(row, _)| row));
+                return Err(error);
+            }
+        };
+    let refused = bad_events.len() + bad_rejected.len();
+    if refused > 0 && !wrote_any && !reject_lone {
+        // Nothing at all could be written: the server, not a row, is at fault.
+        batch
+            .events
+            .extend(bad_events.into_iter().map(|(row, _)| row));
+        batch
+            .rejected
+            .extend(bad_rejected.into_iter().map(|(row, _)| row));
+        return Err(
+            last_refusal.unwrap_or_else(|| StoreError::Refused("every row of the batch".into()))
+        );
+    }
+    let mut replacements: Vec<RejectedRow> = bad_events
+        .into_iter()
+        .map(|(row, error)| refused_event(row, &error))
+        .collect();
+    replacements.extend(
+        bad_rejected
+            .into_iter()
+            .map(|(row, error)| refused_rejection(row, &error)),
+    );
+    if replacements.is_empty() {
+        return Ok(());
+    }
+    tracing::warn!(
+        rows = replacements.len(),
+        "clickhouse refused rows; they are stored as rejected events (storage_refused)"
+    );
+    metrics.rows_refused.inc_by(replacements.len() as u64);
+    batch.rejected = replacements;
+    write_rejected(store, metrics, &batch.rejected).await?;
+    batch.rejected = Vec::new();
+    Ok(())
+}
+
+/// The accepted rows of `batch`, row by row where refused, then their feed.
+/// Returns the rows `events` refused (the ones it took despite a refusal go
+/// on to the feed). On `Err` the batch holds every row not written.
+async fn write_accepted_isolating(
+    store: &Store,
+    metrics: &Metrics,
+    batch: &mut Batch,
+    wrote_any: &mut bool,
+    last_refusal: &mut Option<StoreError>,
+) -> Result<Vec<(EventRow, String)>, StoreError> {
     let accepted = isolate(std::mem::take(&mut batch.events), |rows| async move {
         let result = write_accepted(store, metrics, &rows).await;
         (rows, result)
@@ -245,58 +314,116 @@ pub async fn write_isolating(
             return Err(stopped.error);
         }
     };
+    *wrote_any |= accepted.wrote_any;
+    if accepted.error.is_some() {
+        *last_refusal = accepted.error.take();
+    }
     batch.to_feed.extend(std::mem::take(&mut accepted.written));
+    let taken = taken_by_the_table(&mut accepted.refused, |row| async move {
+        let held = store.holds_event(&row).await;
+        (row, held)
+    })
+    .await;
+    let bad = std::mem::take(&mut accepted.refused);
+    let taken = match taken {
+        Ok(taken) => taken,
+        Err(error) => {
+            batch.events.extend(bad.into_iter().map(|(row, _)| row));
+            return Err(error);
+        }
+    };
+    metrics.view_refused.inc_by(taken.len() as u64);
+    batch.to_feed.extend(taken);
     let fed = isolate(std::mem::take(&mut batch.to_feed), |rows| async move {
         let result = store.insert_feed(&rows).await;
         (rows, result)
     })
     .await;
-    let refused_feed = restore_on_error(fed, &mut batch.to_feed)?.refused.len();
-    if refused_feed > 0 {
-        tracing::warn!(rows = refused_feed, "the profile views refused rows; those events stay stored without their profile update");
-        metrics.feed_refused.inc_by(refused_feed as u64);
+    match restore_on_error(fed, &mut batch.to_feed) {
+        Ok(fed) if !fed.refused.is_empty() => {
+            tracing::warn!(
+                rows = fed.refused.len(),
+                "the profile views refused rows; those events stay stored without their profile update"
+            );
+            metrics.feed_refused.inc_by(fed.refused.len() as u64);
+        }
+        Ok(_) => {}
+        Err(error) => {
+            batch.events.extend(bad.into_iter().map(|(row, _)| row));
+            return Err(error);
+        }
     }
+    Ok(bad)
+}
+
+/// The rejected rows of `batch`, row by row where refused. Returns the rows
+/// `rejected_events` refused. On `Err` the batch holds every row not written.
+async fn write_rejected_isolating(
+    store: &Store,
+    metrics: &Metrics,
+    batch: &mut Batch,
+    wrote_any: &mut bool,
+    last_refusal: &mut Option<StoreError>,
+) -> Result<Vec<(RejectedRow, String)>, StoreError> {
     let rejected = isolate(std::mem::take(&mut batch.rejected), |rows| async move {
         let result = write_rejected(store, metrics, &rows).await;
         (rows, result)
     })
     .await;
-    let rejected = restore_on_error(rejected, &mut batch.rejected)?;
-    let refused = accepted.refused.len() + rejected.refused.len();
-    let nothing_written = !accepted.wrote_any && !rejected.wrote_any;
-    if refused > 0 && nothing_written && !reject_lone {
-        // Nothing at all could be written: the server, not a row, is at fault.
-        batch.events = accepted.refused.into_iter().map(|(row, _)| row).collect();
-        batch.rejected = rejected.refused.into_iter().map(|(row, _)| row).collect();
-        return Err(accepted.error.or(rejected.error).unwrap_or_else(|| {
-            StoreError::Layout("clickhouse refused every row of the batch".into())
-        }));
+    let mut rejected = restore_on_error(rejected, &mut batch.rejected)?;
+    *wrote_any |= rejected.wrote_any;
+    if rejected.error.is_some() {
+        *last_refusal = rejected.error.take();
     }
-    let mut replacements: Vec<RejectedRow> = accepted
-        .refused
-        .into_iter()
-        .map(|(row, error)| refused_event(row, &error))
-        .collect();
-    replacements.extend(
-        rejected
-            .refused
-            .into_iter()
-            .map(|(row, error)| refused_rejection(row, &error)),
-    );
-    if replacements.is_empty() {
-        return Ok(());
+    let taken = taken_by_the_table(&mut rejected.refused, |row| async move {
+        let held = store.holds_rejection(&row).await;
+        (row, held)
+    })
+    .await;
+    let bad = std::mem::take(&mut rejected.refused);
+    match taken {
+        Ok(taken) => {
+            metrics.view_refused.inc_by(taken.len() as u64);
+            Ok(bad)
+        }
+        Err(error) => {
+            batch.rejected.extend(bad.into_iter().map(|(row, _)| row));
+            Err(error)
+        }
     }
-    tracing::warn!(
-        rows = replacements.len(),
-        "clickhouse refused rows; they are stored as rejected events (storage_refused)"
-    );
-    metrics
-        .rows_refused
-        .inc_by(replacements.len() as u64);
-    batch.rejected = replacements;
-    write_rejected(store, metrics, &batch.rejected).await?;
-    batch.rejected = Vec::new();
-    Ok(())
+}
+
+/// Takes out of `refused` the rows their table holds after all (a view of the
+/// table refused them, not the table) and returns them. `holds` takes a row
+/// and hands it back with the answer. On an error the lookup stops and every
+/// row stays in `refused` (the caller puts them back to be written again).
+async fn taken_by_the_table<T, H, F>(
+    refused: &mut Vec<(T, String)>,
+    holds: H,
+) -> Result<Vec<T>, StoreError>
+where
+    H: Fn(T) -> F,
+    F: Future<Output = (T, Result<bool, StoreError>)>,
+{
+    let mut taken = Vec::new();
+    let mut still = Vec::new();
+    let mut pending = std::mem::take(refused).into_iter();
+    for (row, error) in pending.by_ref() {
+        match holds(row).await {
+            (row, Ok(true)) => taken.push(row),
+            (row, Ok(false)) => still.push((row, error)),
+            (row, Err(lookup)) => {
+                still.push((row, error));
+                still.extend(pending);
+                let unknown = String::from("not looked up");
+                still.extend(taken.into_iter().map(|row| (row, unknown.clone())));
+                *refused = still;
+                return Err(lookup);
+            }
+        }
+    }
+    *refused = still;
+    Ok(taken)
 }
 
 /// What [`isolate`] found.
@@ -352,7 +479,7 @@ where
         }
         inserts += 1;
         let (mut chunk, result) = if inserts > MAX_ISOLATION_INSERTS {
-            let error = StoreError::Layout(
+            let error = StoreError::Refused(
                 "too many refused rows; the rest waits for the next attempt".into(),
             );
             (chunk, Err(error))
@@ -481,7 +608,10 @@ mod tests {
         assert_eq!(refused, vec![17, 600]);
         assert_eq!(stored.len(), 998);
         assert!(!stored.contains(&17) && !stored.contains(&600));
-        assert!(calls <= 2 * 2 * 11, "a few inserts per bad row, not one per row: {calls}");
+        assert!(
+            calls <= 2 * 2 * 11,
+            "a few inserts per bad row, not one per row: {calls}"
+        );
     }
 
     #[tokio::test]

@@ -63,7 +63,11 @@ pub async fn run(args: TakeoverArgs) -> anyhow::Result<()> {
         let started = Instant::now();
         let offsets = store.stored_offsets(partition as i32, committed).await?;
         let items = store
-            .recent_items(partition as i32, now_ms.saturating_sub(window_ms), now_ms + 3_600_000)
+            .recent_items(
+                partition as i32,
+                now_ms.saturating_sub(window_ms),
+                now_ms + 3_600_000,
+            )
             .await?;
         let took = started.elapsed().as_secs_f64();
         total_s += took;

@@ -271,7 +271,10 @@ mod snapshot_tests {
         assert_eq!(applied, Ok(()));
         assert_eq!(snapshot.position, 5);
         assert!(snapshot.apply_at(9, "garbage", Some(b"x")).is_err());
-        assert_eq!(snapshot.position, 10, "an unusable record still moves the position");
+        assert_eq!(
+            snapshot.position, 10,
+            "an unusable record still moves the position"
+        );
     }
 
     #[test]

@@ -6,7 +6,9 @@ profile counts derived from it) free of those repeats, whichever worker owns
 the partition when the retry arrives.
 """
 
-from e2e_support import event, post, wait_until
+import time
+
+from e2e_support import ch_scalar, event, post, wait_group_caught_up, wait_until
 
 
 def _post_ok(gateway, events) -> None:
@@ -53,3 +55,35 @@ def test_the_next_owner_of_a_partition_still_drops_the_retry(pipeline, start_wor
     _post_ok(gateway, [first])
     wait_until(lambda: _duplicates(successor) >= 1, 30, what="the new owner to drop the retry")
     assert store.id_counts(where=f"event_id = '{first['itemId']}'") == {first["itemId"]: 1}
+
+
+def test_a_replay_long_after_judges_retries_by_the_records_times_not_the_clock(
+    names, start_gateway, start_worker, store
+):
+    """A retry dropped when it arrived stays dropped when the partition is replayed after an
+    outage longer than the window: the window is measured between the two records' receive
+    times, and loaded around the records being replayed, not around the wall clock."""
+    from profile_support import rewind_group
+
+    window_s = 3
+    gateway = start_gateway()
+    worker = start_worker(POWEHI_DEDUP_WINDOW_SECS=str(window_s))
+    original = event(gateway.creds.client_id)
+    _post_ok(gateway, [original])
+    _post_ok(gateway, [original])  # the retry, well within the window
+    later = event(gateway.creds.client_id, sessionId=original["sessionId"])
+    _post_ok(gateway, [later])
+    store.wait_for_ids({original["itemId"], later["itemId"]}, timeout=30)
+    wait_until(lambda: _duplicates(worker) >= 1, 30, what="the retry to be dropped")
+
+    # An outage longer than the window, then every record of the topic read again, with
+    # nothing to tell the worker the retry was dropped but the window.
+    worker.kill9()
+    worker.wait_exit(10)
+    time.sleep(window_s + 2)
+    rewind_group(names.group, names.topic)
+    replayer = start_worker(POWEHI_DEDUP_WINDOW_SECS=str(window_s))
+    wait_group_caught_up(names.group, names.topic, timeout=60)
+    assert _duplicates(replayer) == 1, "the replayed retry must be dropped again"
+    assert store.id_counts(where=f"event_id = '{original['itemId']}'") == {original["itemId"]: 1}
+    assert int(ch_scalar(f"SELECT count() FROM {names.database}.event_log WHERE event_id = '{original['itemId']}'")) == 1
