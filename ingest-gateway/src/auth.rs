@@ -7,10 +7,10 @@
 //! write keys are long random tokens, not human passwords, and the check sits on
 //! the hot path of every request.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use proto::config::DataSourceRecord;
+use proto::config::{ConfigSnapshot, DataSourceRecord};
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
@@ -80,44 +80,75 @@ impl DataSource {
 /// All data sources this gateway knows, by id, kept in step with the config log.
 #[derive(Debug, Default)]
 pub struct Registry {
-    sources: RwLock<HashMap<String, Arc<DataSource>>>,
+    known: RwLock<Known>,
+}
+
+/// The data sources of one config snapshot and that snapshot's position,
+/// behind one lock so a request never pairs sources with another position.
+#[derive(Debug, Default)]
+struct Known {
+    sources: HashMap<String, Arc<DataSource>>,
+    /// [`ConfigSnapshot::position`] of the snapshot `sources` came from;
+    /// `None` until the first (replayed) snapshot arrives.
+    position: Option<i64>,
+}
+
+/// A request's data source, and the config-log position it was judged at.
+#[derive(Debug)]
+pub struct Authenticated {
+    pub source: Arc<DataSource>,
+    /// Stamped on the request's records ([`proto::Envelope::config_position`]):
+    /// the worker validates them against the schemas this gateway had then.
+    pub config_position: i64,
 }
 
 impl Registry {
-    /// Makes the registry match `records`. A data source whose record did not
+    /// Makes the registry match `snapshot`. A data source whose record did not
     /// change is kept as it is, rate-limit budget included.
-    pub fn sync(&self, records: &BTreeMap<String, DataSourceRecord>) {
-        let mut sources = self
-            .sources
+    pub fn sync(&self, snapshot: &ConfigSnapshot) {
+        let records = &snapshot.data_sources;
+        let mut known = self
+            .known
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        sources.retain(|id, _| records.contains_key(id));
+        known.sources.retain(|id, _| records.contains_key(id));
         for (id, record) in records {
-            if sources
+            if known
+                .sources
                 .get(id)
                 .is_none_or(|current| current.record != *record)
             {
-                sources.insert(id.clone(), Arc::new(DataSource::from_record(record)));
+                known
+                    .sources
+                    .insert(id.clone(), Arc::new(DataSource::from_record(record)));
             }
         }
+        known.position = Some(snapshot.position);
     }
 
     /// The data source `client_id` if `token` is one of its live write keys.
-    pub fn authenticate(&self, client_id: &str, token: &str) -> Result<Arc<DataSource>, ApiError> {
+    /// Before the first snapshot nothing can be judged: `NotReady`, not 401.
+    pub fn authenticate(&self, client_id: &str, token: &str) -> Result<Authenticated, ApiError> {
         let presented = hash_key(token);
-        let source = self
-            .sources
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .get(client_id)
-            .cloned();
+        let (source, position) = {
+            let known = self
+                .known
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            (known.sources.get(client_id).cloned(), known.position)
+        };
+        let config_position =
+            position.ok_or(ApiError::NotReady("the config log is still being replayed"))?;
         let source = source
             .filter(|s| s.accepts_key(&presented))
             .ok_or(ApiError::InvalidCredentials)?;
         if !source.enabled {
             return Err(ApiError::DataSourceDisabled(source.id.clone()));
         }
-        Ok(source)
+        Ok(Authenticated {
+            source,
+            config_position,
+        })
     }
 }
 
@@ -143,16 +174,24 @@ mod tests {
         }
     }
 
+    fn snapshot(records: &[DataSourceRecord], position: i64) -> ConfigSnapshot {
+        let mut snapshot = ConfigSnapshot::default();
+        let by_id = records.iter().map(|r| (r.id.clone(), r.clone()));
+        snapshot.data_sources.extend(by_id);
+        snapshot.position = position;
+        snapshot
+    }
+
     fn registry(records: &[DataSourceRecord]) -> Registry {
         let registry = Registry::default();
-        registry.sync(&records.iter().map(|r| (r.id.clone(), r.clone())).collect());
+        registry.sync(&snapshot(records, 0));
         registry
     }
 
     fn outcome(registry: &Registry, id: &str, token: &str) -> Result<String, String> {
         registry
             .authenticate(id, token)
-            .map(|s| s.id.clone())
+            .map(|a| a.source.id.clone())
             .map_err(|e| e.code().to_string())
     }
 
@@ -184,14 +223,29 @@ mod tests {
     #[test]
     fn sync_applies_revocations_and_deletions() {
         let r = registry(&[record("a", &["k1", "k2"], true), record("b", &["k"], true)]);
-        r.sync(
-            &[("a".to_string(), record("a", &["k2"], true))]
-                .into_iter()
-                .collect(),
-        );
+        r.sync(&snapshot(&[record("a", &["k2"], true)], 1));
         assert_eq!(outcome(&r, "a", "k1"), Err("invalid_credentials".into()));
         assert_eq!(outcome(&r, "a", "k2"), Ok("a".into()));
         assert_eq!(outcome(&r, "b", "k"), Err("invalid_credentials".into()));
+    }
+
+    #[test]
+    fn nothing_is_refused_before_the_first_snapshot() {
+        assert_eq!(
+            outcome(&Registry::default(), "a", "k"),
+            Err("not_ready".into())
+        );
+    }
+
+    #[test]
+    fn authentication_carries_the_position_of_the_snapshot_it_used() {
+        let r = Registry::default();
+        let position = |r: &Registry| r.authenticate("a", "k").map(|a| a.config_position).ok();
+        r.sync(&snapshot(&[record("a", &["k"], true)], 7));
+        assert_eq!(position(&r), Some(7));
+        // An unchanged data source keeps its state but takes the new position.
+        r.sync(&snapshot(&[record("a", &["k"], true)], 12));
+        assert_eq!(position(&r), Some(12));
     }
 
     #[test]

@@ -63,8 +63,10 @@ pub struct Config {
     #[arg(long, env = "POWEHI_MAX_EVENT_BYTES", default_value_t = 32 * 1024)]
     pub max_event_bytes: usize,
 
-    /// How long Kafka may take to acknowledge a request's events before the
-    /// request is answered 503 (librdkafka's message.timeout.ms).
+    /// How long Kafka may take to acknowledge a request's events, queueing
+    /// included, before the request is answered 503: a deadline of the
+    /// gateway's own (librdkafka's message.timeout.ms too, which librdkafka
+    /// may notice late while the broker is down).
     #[arg(
         long,
         env = "POWEHI_KAFKA_DELIVERY_TIMEOUT_MS",

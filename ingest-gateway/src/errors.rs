@@ -1,8 +1,9 @@
 //! Every way a request can fail, and the one place that maps it to an HTTP answer.
 //!
 //! Client mistakes are 4xx with a stable `code` and a message saying what to fix;
-//! a Kafka that cannot take the events is 503 with Retry-After, so well-behaved
-//! producers back off and retry; nothing of a failed request is acknowledged.
+//! a Kafka that cannot take the events, or a gateway still starting, is 503 with
+//! Retry-After, so well-behaved producers back off and retry (never a final 4xx
+//! for a valid request); nothing of a failed request is acknowledged.
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
@@ -20,6 +21,10 @@ pub struct EventError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// Before the config log is replayed and the bootstrap applied, valid keys
+    /// would look unknown: credentials are not judged at all until then.
+    #[error("the gateway is starting ({0}); nothing was acknowledged, retry shortly")]
+    NotReady(&'static str),
     #[error("Content-Type {0:?} is not accepted: send application/json (or text/plain, as navigator.sendBeacon does)")]
     UnsupportedMediaType(String),
     #[error("send both X-Client-ID and X-Client-Access-Token headers")]
@@ -58,9 +63,13 @@ pub enum ApiError {
 /// Seconds a producer should wait after a 503 before retrying.
 const KAFKA_RETRY_AFTER_SECS: u64 = 5;
 
+/// A starting gateway is usually ready within a fraction of a second.
+const NOT_READY_RETRY_AFTER_SECS: u64 = 1;
+
 impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
+            Self::NotReady(_) => "not_ready",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
             Self::MissingCredentials => "missing_credentials",
             Self::InvalidCredentials => "invalid_credentials",
@@ -82,6 +91,7 @@ impl ApiError {
             Self::RateLimited {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
+            Self::NotReady(_) => Some(NOT_READY_RETRY_AFTER_SECS),
             Self::KafkaUnavailable(_) | Self::ProfileUnavailable(_) => Some(KAFKA_RETRY_AFTER_SECS),
             _ => None,
         }
@@ -101,7 +111,7 @@ impl ResponseError for ApiError {
             | Self::AllEventsRefused { .. }
             | Self::BadRequestStream(_) => StatusCode::BAD_REQUEST,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::KafkaUnavailable(_) | Self::ProfileUnavailable(_) => {
+            Self::NotReady(_) | Self::KafkaUnavailable(_) | Self::ProfileUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }

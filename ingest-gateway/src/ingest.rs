@@ -1,12 +1,14 @@
 //! `POST /smile` and `POST /context`: the hot path.
 //!
-//! Order of checks, cheapest first, so a bad request costs little: media type,
-//! credentials, body size (while reading), JSON shape, rate limit, then each
-//! event's envelope. Every event, accepted or refused, becomes one Kafka record;
-//! the answer waits for all of them to be acknowledged (see [`crate::sink`]).
+//! Order of checks, cheapest first, so a bad request costs little: readiness
+//! (503 `not_ready` while starting: credentials cannot be judged before the
+//! config log is replayed), media type, credentials, body size (while reading),
+//! JSON shape, rate limit, then each event's envelope. Every event, accepted or
+//! refused, becomes one Kafka record stamped with the config-log position the
+//! request was authenticated at; the answer waits for all of them to be
+//! acknowledged (see [`crate::sink`]).
 
 use std::borrow::Cow;
-use std::sync::Arc;
 use std::time::Instant;
 
 use actix_web::http::header::CONTENT_TYPE;
@@ -19,7 +21,7 @@ use proto::{check_event, Envelope};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::auth::DataSource;
+use crate::auth::Authenticated;
 use crate::errors::{ApiError, EventError};
 use crate::sink::OutRecord;
 use crate::AppState;
@@ -183,8 +185,14 @@ async fn ingest(
     rule: BatchRule,
 ) -> Result<Ingested, ApiError> {
     let received_at_ms = Utc::now().timestamp_millis();
+    if let Some(reason) = state.config_not_ready() {
+        return Err(ApiError::NotReady(reason));
+    }
     check_media_type(request)?;
-    let source = authenticate(request, state)?;
+    let Authenticated {
+        source,
+        config_position,
+    } = authenticate(request, state)?;
     let body = read_body(request, payload, state.config.max_body_bytes).await?;
     let batch = parse_batch(&body, rule)?;
     if let Some(limiter) = &source.rate_limiter {
@@ -197,16 +205,16 @@ async fn ingest(
             })?;
     }
 
+    let stamp = Stamp {
+        client_id: &source.id,
+        received_at_ms,
+        config_position,
+    };
     let mut records = Vec::with_capacity(batch.events.len());
     let mut errors = Vec::new();
     let mut first_session = None;
     for (index, event) in batch.events.iter().enumerate() {
-        match envelope_for(
-            event,
-            &source.id,
-            received_at_ms,
-            state.config.max_event_bytes,
-        ) {
+        match envelope_for(event, &stamp, state.config.max_event_bytes) {
             Ok((record, session_id)) => {
                 first_session.get_or_insert(session_id);
                 records.push(record);
@@ -268,7 +276,7 @@ fn check_media_type(request: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
-fn authenticate(request: &HttpRequest, state: &AppState) -> Result<Arc<DataSource>, ApiError> {
+fn authenticate(request: &HttpRequest, state: &AppState) -> Result<Authenticated, ApiError> {
     let header = |name: &str| {
         request
             .headers()
@@ -322,15 +330,35 @@ fn parse_batch(body: &[u8], rule: BatchRule) -> Result<Batch<'_>, ApiError> {
     Ok(batch)
 }
 
+/// What every record of a request carries besides its event.
+struct Stamp<'a> {
+    client_id: &'a str,
+    received_at_ms: i64,
+    /// The config-log position the request was authenticated at, so the worker
+    /// judges its events by the schemas this gateway had applied by then.
+    config_position: i64,
+}
+
+impl<'a> Stamp<'a> {
+    fn envelope<'e>(&self, id: Cow<'e, str>, event: &'e RawValue) -> Envelope<'e>
+    where
+        'a: 'e,
+    {
+        let mut envelope = Envelope::new(id, self.client_id, self.received_at_ms, event);
+        envelope.config_position = Some(self.config_position);
+        envelope
+    }
+}
+
 /// The Kafka record for one event: `Ok` (with its session) if its envelope is
 /// sound, else the refusal together with the record that carries it to the
 /// event log.
 fn envelope_for(
     event: &RawValue,
-    client_id: &str,
-    received_at_ms: i64,
+    stamp: &Stamp<'_>,
     max_event_bytes: usize,
 ) -> Result<(OutRecord, String), (Reason, OutRecord)> {
+    let client_id = stamp.client_id;
     if event.get().len() > max_event_bytes {
         let reason = Reason::new(
             ReasonCode::EventTooLarge,
@@ -342,7 +370,7 @@ fn envelope_for(
         );
         let excerpt = oversize_excerpt(event.get());
         let id = new_event_id();
-        let mut envelope = Envelope::new(Cow::Owned(id), client_id, received_at_ms, &excerpt);
+        let mut envelope = stamp.envelope(Cow::Owned(id), &excerpt);
         envelope.refusals.push(reason.clone());
         let record = OutRecord {
             key: client_id.to_string(),
@@ -356,7 +384,7 @@ fn envelope_for(
                 .item_id
                 .clone()
                 .unwrap_or_else(|| Cow::Owned(new_event_id()));
-            let envelope = Envelope::new(id, client_id, received_at_ms, event);
+            let envelope = stamp.envelope(id, event);
             let record = OutRecord {
                 key: record_key(client_id, &fields.session_id),
                 payload: envelope.to_bytes(),
@@ -364,8 +392,7 @@ fn envelope_for(
             Ok((record, fields.session_id.into_owned()))
         }
         Err(reason) => {
-            let mut envelope =
-                Envelope::new(Cow::Owned(new_event_id()), client_id, received_at_ms, event);
+            let mut envelope = stamp.envelope(Cow::Owned(new_event_id()), event);
             envelope.refusals.push(reason.clone());
             let record = OutRecord {
                 key: client_id.to_string(),
@@ -414,6 +441,39 @@ fn oversize_excerpt(text: &str) -> Box<RawValue> {
 mod tests {
     use super::*;
 
+    fn stamp(config_position: i64) -> Stamp<'static> {
+        Stamp {
+            client_id: "demo",
+            received_at_ms: 1,
+            config_position,
+        }
+    }
+
+    fn raw(text: &str) -> Box<RawValue> {
+        RawValue::from_string(text.to_string()).unwrap_or_else(|_| RawValue::NULL.to_owned())
+    }
+
+    #[test]
+    fn every_record_carries_the_config_position_it_was_authenticated_at() {
+        let accepted = raw(
+            r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"}"#,
+        );
+        let refused = raw(r#"{"eventType":"view"}"#);
+        let oversize = raw(&format!(
+            r#"{{"eventType":"view","pad":"{}"}}"#,
+            "x".repeat(2000)
+        ));
+        let stamped = |event: &RawValue| {
+            let record = match envelope_for(event, &stamp(42), 1024) {
+                Ok((record, _)) | Err((_, record)) => record,
+            };
+            Envelope::from_bytes(&record.payload).map(|e| e.config_position)
+        };
+        assert_eq!(stamped(&accepted), Ok(Some(42)));
+        assert_eq!(stamped(&refused), Ok(Some(42)), "refused events too");
+        assert_eq!(stamped(&oversize), Ok(Some(42)), "over-size excerpts too");
+    }
+
     #[test]
     fn shape_errors_and_syntax_errors_get_different_codes() {
         let code = |body: &str| {
@@ -446,7 +506,7 @@ mod tests {
     fn refused_event_still_travels_with_its_reason() {
         let event = RawValue::from_string(r#"{"eventType":"view"}"#.to_string())
             .unwrap_or_else(|_| RawValue::NULL.to_owned());
-        let Err((reason, record)) = envelope_for(&event, "demo", 1, 1024) else {
+        let Err((reason, record)) = envelope_for(&event, &stamp(1), 1024) else {
             panic!("an event without sessionId must be refused")
         };
         assert_eq!(reason.code, ReasonCode::MissingSessionId);
@@ -459,7 +519,7 @@ mod tests {
     fn oversize_event_is_recorded_as_a_short_excerpt() {
         let big = format!(r#"{{"eventType":"view","pad":"{}"}}"#, "é".repeat(2000));
         let event = RawValue::from_string(big).unwrap_or_else(|_| RawValue::NULL.to_owned());
-        let Err((reason, record)) = envelope_for(&event, "demo", 1, 1024) else {
+        let Err((reason, record)) = envelope_for(&event, &stamp(1), 1024) else {
             panic!("an event over the limit must be refused")
         };
         assert_eq!(reason.code, ReasonCode::EventTooLarge);
@@ -480,7 +540,7 @@ mod tests {
                 .to_string(),
         )
         .unwrap_or_else(|_| RawValue::NULL.to_owned());
-        let record = envelope_for(&event, "demo", 1, 1024).map_err(|(r, _)| r.message);
+        let record = envelope_for(&event, &stamp(1), 1024).map_err(|(r, _)| r.message);
         let id = record.map(|(r, _)| Envelope::from_bytes(&r.payload).map(|e| e.id.into_owned()));
         assert_eq!(id, Ok(Ok("evt-1".to_string())));
     }

@@ -14,6 +14,11 @@
 //! Data flow: a request is checked (media type, credentials, size, shape, rate),
 //! each event's envelope is checked, every event becomes one record on the raw
 //! topic, and the answer goes out once Kafka has acknowledged them all.
+//!
+//! Start-up: the listeners bind at once, but ingest answers 503 `not_ready`
+//! until the config log is replayed and the bootstrap applied
+//! ([`AppState::config_not_ready`]): before that a valid key would look
+//! unknown, and a 401 is final for producers.
 
 pub mod admin;
 pub mod auth;
@@ -59,8 +64,24 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Set by the readiness probe: the broker answers and the raw topic exists.
     pub kafka_ready: AtomicBool,
-    /// The bootstrap file is applied (and so visible in the registry).
+    /// The bootstrap file is applied (and so visible in the registry). Set
+    /// with `Release`, read with `Acquire`: whoever sees it also sees the
+    /// bootstrap's records in the registry (each was applied before it was set).
     pub bootstrapped: AtomicBool,
+}
+
+impl AppState {
+    /// Why ingest cannot judge credentials yet, or `None` once it can: the
+    /// config log is replayed and the bootstrap applied.
+    pub fn config_not_ready(&self) -> Option<&'static str> {
+        if !self.config_log.is_caught_up() {
+            Some("the config log is still being replayed")
+        } else if !self.bootstrapped.load(Ordering::Acquire) {
+            Some("the bootstrap file is not applied yet")
+        } else {
+            None
+        }
+    }
 }
 
 /// Starts the gateway and serves until `shutdown` resolves, then drains: stops
@@ -102,7 +123,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     actix_web::rt::spawn(watch_kafka(state.clone().into_inner()));
     let (on_change, on_record) = (state.clone(), state.clone());
     actix_web::rt::spawn(config_log.follower.clone().follow(
-        move |snapshot| on_change.registry.sync(&snapshot.data_sources),
+        move |snapshot| on_change.registry.sync(snapshot),
         move |outcome| {
             let result = if outcome.is_ok() {
                 "applied"
@@ -213,7 +234,7 @@ async fn apply_bootstrap(state: Arc<AppState>, bootstrap: Bootstrap) {
                     }
                     if !failed {
                         tracing::info!(records = writes.len(), "bootstrap applied");
-                        state.bootstrapped.store(true, Ordering::Relaxed);
+                        state.bootstrapped.store(true, Ordering::Release);
                         return;
                     }
                 }
@@ -256,10 +277,8 @@ async fn healthz() -> HttpResponse {
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let reason = if !state.kafka_ready.load(Ordering::Relaxed) {
         "kafka is unreachable or the raw topic does not exist yet"
-    } else if !state.config_log.is_caught_up() {
-        "the config log is still being replayed"
-    } else if !state.bootstrapped.load(Ordering::Relaxed) {
-        "the bootstrap file is not applied yet"
+    } else if let Some(reason) = state.config_not_ready() {
+        reason
     } else {
         return HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }));
     };

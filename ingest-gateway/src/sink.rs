@@ -6,6 +6,16 @@
 //! request is answered 503: records that did get through before the failure are
 //! stored, but the producer was told nothing was acknowledged and will retry, so
 //! at-least-once holds (a retry with the same `itemId` keeps the same event id).
+//!
+//! Bound: the call gives up on its own deadline, the delivery timeout counted
+//! from its start (queueing included), not on librdkafka's report. librdkafka
+//! notices an expired `message.timeout.ms` only when the partition's broker
+//! thread wakes up, and with the broker down that thread sleeps through a
+//! reconnect backoff of up to `reconnect.backoff.max.ms`: with a 10 s timeout
+//! the 503 came 12-20 s after the request. Records still queued at the deadline
+//! stay in librdkafka until they time out there too (shortly after; see
+//! [`proto::producer`]); one delivered meanwhile is stored although its request
+//! got 503, the at-least-once case above.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -35,6 +45,8 @@ pub struct OutRecord {
 pub enum SinkError {
     #[error("{0}")]
     Delivery(String),
+    #[error("no acknowledgement within the delivery timeout of {0:?}")]
+    TimedOut(Duration),
 }
 
 pub struct KafkaSink {
@@ -42,6 +54,8 @@ pub struct KafkaSink {
     producer: RwLock<Arc<RawProducer>>,
     client_config: ClientConfig,
     topic: String,
+    /// How long [`KafkaSink::send_all`] may take, queueing included.
+    delivery_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -61,6 +75,7 @@ impl KafkaSink {
             producer: RwLock::new(Arc::new(producer)),
             client_config,
             topic: config.kafka.raw_topic.clone(),
+            delivery_timeout: config.delivery_timeout(),
             metrics,
         })
     }
@@ -72,47 +87,78 @@ impl KafkaSink {
             .clone()
     }
 
-    /// Queues every record, then waits for every acknowledgement.
+    /// Queues every record, then waits for every acknowledgement, all within
+    /// the delivery timeout.
     pub async fn send_all(&self, records: &[OutRecord]) -> Result<(), SinkError> {
         let started = Instant::now();
+        let deadline = tokio::time::Instant::from_std(started + self.delivery_timeout);
         let producer = self.producer();
-        let acks = Arc::new(Acks::holding());
-        for record in records {
-            let mut pending = BaseRecord::with_opaque_to(&self.topic, acks.clone())
-                .key(&record.key)
-                .payload(&record.payload);
-            // Counted before it is queued: its report can arrive before send returns.
-            acks.pending.fetch_add(1, Ordering::Relaxed);
-            loop {
-                match producer.send(pending) {
-                    Ok(()) => break,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                        // The producer's buffer is full: wait for it to drain a little.
-                        pending = returned;
-                        tokio::time::sleep(Duration::from_millis(2)).await;
-                    }
-                    Err((error, _)) => return Err(self.failed(&producer, error.to_string())),
-                }
-            }
-        }
-        acks.reported();
-        AllReported(&acks).await;
-        if let Some(error) = acks.first_error.get() {
-            return Err(self.failed(&producer, error.clone()));
-        }
+        self.deliver(&producer, records, deadline)
+            .await
+            .map_err(|error| self.failed(&producer, error))?;
         self.metrics
             .kafka_delivery_duration
             .observe(started.elapsed().as_secs_f64());
         Ok(())
     }
 
-    fn failed(&self, producer: &Arc<RawProducer>, error: String) -> SinkError {
+    async fn deliver(
+        &self,
+        producer: &Arc<RawProducer>,
+        records: &[OutRecord],
+        deadline: tokio::time::Instant,
+    ) -> Result<(), SinkError> {
+        let acks = Arc::new(Acks::holding());
+        for record in records {
+            self.enqueue(producer, record, &acks, deadline).await?;
+        }
+        acks.reported();
+        tokio::time::timeout_at(deadline, AllReported(&acks))
+            .await
+            .map_err(|_| SinkError::TimedOut(self.delivery_timeout))?;
+        match acks.first_error.get() {
+            Some(error) => Err(SinkError::Delivery(error.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Hands one record to the producer, waiting while its buffer is full, but
+    /// not past `deadline`.
+    async fn enqueue(
+        &self,
+        producer: &Arc<RawProducer>,
+        record: &OutRecord,
+        acks: &Arc<Acks>,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), SinkError> {
+        let mut pending = BaseRecord::with_opaque_to(&self.topic, acks.clone())
+            .key(&record.key)
+            .payload(&record.payload);
+        // Counted before it is queued: its report can arrive before send returns.
+        acks.pending.fetch_add(1, Ordering::Relaxed);
+        loop {
+            match producer.send(pending) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(SinkError::TimedOut(self.delivery_timeout));
+                    }
+                    // The producer's buffer is full: wait for it to drain a little.
+                    pending = returned;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                Err((error, _)) => return Err(SinkError::Delivery(error.to_string())),
+            }
+        }
+    }
+
+    fn failed(&self, producer: &Arc<RawProducer>, error: SinkError) -> SinkError {
         self.metrics.kafka_delivery_errors.inc();
         tracing::warn!(%error, "kafka did not acknowledge a request");
         if let Some(fatal) = producer.client().fatal_error() {
             self.replace_producer(producer, &format!("{fatal:?}"));
         }
-        SinkError::Delivery(error)
+        error
     }
 
     /// An idempotent producer that hit a fatal error refuses everything from then

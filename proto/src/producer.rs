@@ -16,7 +16,8 @@ pub const COMPRESSIONS: [&str; 4] = ["none", "gzip", "snappy", "lz4"];
 /// requests/s (bench/PROFILING.md, "Compression").
 pub const DEFAULT_COMPRESSION: &str = "lz4";
 
-/// Idempotent, acks=all, TCP_NODELAY, bounded memory; `client.id` and
+/// Idempotent, acks=all, TCP_NODELAY, bounded memory, timeouts noticed within
+/// a second of expiring even while the broker is down; `client.id` and
 /// `message.timeout.ms` are the caller's. `compression` is one of [`COMPRESSIONS`].
 pub fn raw_producer_config(brokers: &str, linger_ms: u64, compression: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
@@ -32,6 +33,13 @@ pub fn raw_producer_config(brokers: &str, linger_ms: u64, compression: &str) -> 
         // Bounded memory: with this much unacknowledged data queued the producer
         // answers QueueFull and callers wait instead of growing the heap.
         .set("queue.buffering.max.kbytes", "131072")
-        .set("queue.buffering.max.messages", "500000");
+        .set("queue.buffering.max.messages", "500000")
+        // librdkafka checks a partition's queued records for message.timeout.ms
+        // only when its broker thread wakes, and with the broker down that
+        // thread sleeps through a reconnect backoff growing to this (10 s by
+        // default): records timed out up to 10 s late and held the queue that
+        // long, and a broker that came back was found up to 10 s late. 1 s
+        // bounds both, at one connection attempt a second while it is down.
+        .set("reconnect.backoff.max.ms", "1000");
     config
 }
