@@ -6,11 +6,16 @@
 - metrics: `parse_metrics`, `metric_sum`;
 - `Proc`: one started binary (log file, address, metrics, signals);
 - requests: `post`, `event`, `assert_error`, `retry_after_seconds`, `EventStream`;
-- `ServiceControl`: deploy/local/{kafka,clickhouse}.sh stop|start for the outage tests.
+- `ServiceControl`: deploy/local/{kafka,clickhouse}.sh stop|start for the outage tests;
+- exactly once counted by tag (events without itemId): `tick_bootstrap`, `TagStream`,
+  `wait_tags_stored`, `assert_tags_exactly_once`, `assert_profile_counts_exact`,
+  `readers_snapshot`; `Freezer` (SIGSTOP/SIGCONT), `clickhouse_server_pid`.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import json
 import os
@@ -592,3 +597,398 @@ class ServiceControl:
 
     def start(self) -> None:
         self.run("start")
+
+
+# --------------------------------------------------------------------------- exactly once, counted by tag
+#
+# Events without itemId (deduplication by itemId would hide a duplicate): the gateway makes
+# their event id, so each carries a unique `tag` in a declared property instead, read back
+# with visitParamExtractString(properties, 'tag'). The exact views of the contract:
+# `event_log` (over `events FINAL` and `rejected_events FINAL`), `count() FROM events FINAL`,
+# and the profile tables (`profile_stats.events`, `sessions.events` are uniqExact states of
+# the Kafka record, read with uniqExactMerge). Plain `events` may briefly hold a second copy
+# of a record after a fault, until ClickHouse merges it.
+
+TICK_SCHEMA = {
+    "eventType": "tick",
+    "properties": [{"name": "tag", "type": "string", "required": True, "profileProperty": "lastTag"}],
+}
+
+TAG_SQL = "visitParamExtractString(properties, 'tag')"
+
+
+def tick_bootstrap(names) -> dict:
+    """The test's data source and the schema `tick` (string property `tag`, which sets the
+    profile property `lastTag`)."""
+    return {"dataSources": [data_source(names.client_id, [names.write_key])], "eventSchemas": [TICK_SCHEMA]}
+
+
+def tick_event(scope: str, tag: str, session_id: str, profile_id: str | None = None) -> dict:
+    """A valid `tick` event WITHOUT itemId, carrying `tag`."""
+    ev = {
+        "eventType": "tick",
+        "sessionId": session_id,
+        "properties": {"tag": tag},
+        "scope": scope,
+        "timeStamp": utc_now_iso(),
+        "source": {"itemId": "_", "itemType": "_"},
+        "target": {"itemId": "_", "itemType": "_"},
+    }
+    if profile_id is not None:
+        ev["profileId"] = profile_id
+    return ev
+
+
+class TagStream:
+    """A few client threads posting batches of `tick` events without itemId, each with a unique
+    tag, over `sessions` session ids; about a third of the events name one of `profiles`
+    profile ids (the others belong to their session's anonymous profile).
+
+    `acked` holds the tags of events whose request got 200, `sent` every tag sent (whatever
+    the answer). Stops after `requests_total` requests (None: no limit), on `stop()`, or after
+    `max_seconds`.
+    """
+
+    def __init__(
+        self,
+        gateway: Proc,
+        *,
+        events_per_request: int = 10,
+        threads: int = 3,
+        interval: float = 0.1,
+        requests_total: int | None = None,
+        max_seconds: float = 300,
+        sessions: int = 24,
+        profiles: int = 3,
+        prefix: str | None = None,
+    ):
+        self.gateway = gateway
+        self.events_per_request = events_per_request
+        self.interval = interval
+        self.requests_total = requests_total
+        self.max_seconds = max_seconds
+        self.sessions = sessions
+        self.profiles = profiles
+        self.prefix = prefix or f"tg-{uuid.uuid4().hex[:6]}"
+        self.outcomes: list[Outcome] = []
+        self.acked: set[str] = set()
+        self.sent: set[str] = set()
+        self._lock = threading.Lock()
+        self._next = 0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(t,), daemon=True) for t in range(threads)]
+
+    def start(self) -> "TagStream":
+        self._deadline = time.monotonic() + self.max_seconds
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float = 120) -> None:
+        end = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, end - time.monotonic()))
+        assert not any(t.is_alive() for t in self._threads), "client threads did not finish"
+
+    def wait_acked(self, n: int, timeout: float) -> None:
+        wait_until(lambda: len(self.acked) >= n, timeout, interval=0.05, what=f"{n} acknowledged events")
+
+    @property
+    def statuses(self) -> Counter:
+        return Counter(o.status for o in self.outcomes)
+
+    def _take(self) -> int | None:
+        with self._lock:
+            if self.requests_total is not None and self._next >= self.requests_total:
+                return None
+            self._next += 1
+            return self._next - 1
+
+    def _events(self, n: int, scope: str) -> tuple[list[str], list[dict]]:
+        tags, events = [], []
+        for i in range(self.events_per_request):
+            k = n * self.events_per_request + i
+            tag = f"{self.prefix}-{k}"
+            session = f"{self.prefix}-s{k % self.sessions}"
+            # Deterministic but not tied to the session: sessions get identified now and then.
+            profile = f"{self.prefix}-u{(k // 7) % self.profiles}" if (k * 7 + n) % 3 == 0 else None
+            tags.append(tag)
+            events.append(tick_event(scope, tag, session, profile))
+        return tags, events
+
+    def _run(self, thread: int) -> None:
+        session = requests.Session()
+        scope = self.gateway.creds.client_id
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            n = self._take()
+            if n is None:
+                break
+            tags, events = self._events(n, scope)
+            with self._lock:
+                self.sent.update(tags)
+            started = time.monotonic()
+            try:
+                resp = post(self.gateway, {"events": events}, session=session, timeout=60)
+                status, detail = resp.status_code, resp.text[:300]
+            except requests.RequestException as exc:
+                status, detail = None, f"{type(exc).__name__}: {exc}"
+            outcome = Outcome(started, time.monotonic(), status, detail, tags)
+            with self._lock:
+                self.outcomes.append(outcome)
+                if status == 200:
+                    self.acked.update(tags)
+            if self.interval:
+                self._stop.wait(self.interval)
+        session.close()
+
+
+def physical_tags(db: str) -> Counter:
+    """Rows per tag in plain `events` (physical copies, before any merge)."""
+    rows = ch_query(f"SELECT {TAG_SQL} AS tag, count() FROM {db}.events GROUP BY tag", fmt="TabSeparated")
+    return Counter({tag: int(n) for tag, n in rows})
+
+
+def wait_tags_stored(names, db: str, tags: set[str], timeout: float = 120, replay_timeout: float = 90) -> None:
+    """Wait until every tag of `tags` has a row in `events`, failing early (naming what is
+    missing) once the group has committed the end of the topic without them; then until the
+    group has nothing left to replay (so nothing more can be written for what was sent)."""
+    consumer = _group_consumer(names.group)
+    state = {"missing": set(tags), "lag": None}
+
+    def stored() -> bool:
+        # Lag first, then the rows: the worker commits only after its rows are in ClickHouse.
+        lag = group_lag(names.group, names.topic, consumer)
+        state["lag"] = lag
+        missing = tags - set(physical_tags(db))
+        state["missing"] = missing
+        if missing and not lag:
+            raise TagsLost(
+                f"the group committed the end of {names.topic} but {len(missing)} of {len(tags)} acknowledged "
+                f"tags are not in {db}.events (nor will be), e.g. {sorted(missing)[:10]}"
+            )
+        return not missing
+
+    def check() -> bool:
+        try:
+            return stored()
+        except TagsLost:
+            raise
+        except Exception as exc:  # noqa: BLE001 - Kafka or ClickHouse briefly away: not yet
+            state["error"] = exc
+            return False
+
+    try:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"timed out after {timeout:.0f}s: {len(state['missing'])} of {len(tags)} acknowledged tags not "
+                    f"in {db}.events, e.g. {sorted(state['missing'])[:5]}; group lag {state['lag']}; "
+                    f"last error {state.get('error')!r}"
+                )
+            time.sleep(0.5)
+    finally:
+        consumer.close()
+    wait_group_caught_up(names.group, names.topic, timeout=replay_timeout)
+
+
+class TagsLost(AssertionError):
+    pass
+
+
+def physical_summary(db: str) -> dict:
+    """What plain `events` physically holds (copies included): for diagnostics."""
+    row = ch_query(
+        f"SELECT count() AS rows, uniqExact(event_id) AS ids, uniqExact({TAG_SQL}) AS tags, "
+        f"uniqExact(kafka_partition, kafka_offset) AS positions FROM {db}.events"
+    )[0]
+    return {k: int(v) for k, v in row.items()}
+
+
+def assert_tags_exactly_once(db: str, acked: set[str]) -> set[str]:
+    """The exact view: every acknowledged tag exactly once in `event_log` (status accepted),
+    nothing rejected, and `count() FROM events FINAL` equals the number of distinct stored
+    tags (an unacknowledged event may be stored, once). Returns the stored tags."""
+    physical = physical_summary(db)
+    print(f"{db}.events physically: {physical} (acknowledged tags: {len(acked)})")
+    counts = Counter(
+        {
+            tag: int(n)
+            for tag, n in ch_query(
+                f"SELECT {TAG_SQL} AS tag, count() FROM {db}.event_log WHERE status = 'accepted' GROUP BY tag",
+                fmt="TabSeparated",
+            )
+        }
+    )
+    missing = acked - set(counts)
+    dups = {t: n for t, n in counts.items() if n > 1}
+    assert not dups, (
+        f"{len(dups)} tags more than once in {db}.event_log (the exact view), e.g. {sorted(dups.items())[:5]}; "
+        f"plain events: {physical}"
+    )
+    assert not missing, f"{len(missing)} acknowledged tags not in {db}.event_log, e.g. {sorted(missing)[:5]}"
+    rejected = int(ch_scalar(f"SELECT count() FROM {db}.event_log WHERE status = 'rejected'"))
+    assert rejected == 0, f"{rejected} events rejected: {store_rows(db, 'event_log', 'status = ' + sql_str('rejected'))}"
+    final = ch_query(f"SELECT count() AS n, uniqExact(event_id) AS ids FROM {db}.events FINAL")[0]
+    assert int(final["n"]) == len(counts), (
+        f"count() FROM events FINAL is {final['n']}, but {len(counts)} distinct tags are stored; plain events: {physical}"
+    )
+    assert int(final["ids"]) == int(final["n"]), f"an event id twice in events FINAL: {final}"
+    return set(counts)
+
+
+def store_rows(db: str, table: str, where: str, limit: int = 5) -> list[dict]:
+    return ch_query(f"SELECT * FROM {db}.{table} WHERE {where} LIMIT {limit}")
+
+
+def assert_profile_counts_exact(db: str) -> None:
+    """Profile and session counts equal what `events FINAL` holds: in total and per profile
+    (events, sessions, first/last seen) and per session (events)."""
+    final = int(ch_scalar(f"SELECT count() FROM {db}.events FINAL"))
+    total = int(ch_scalar(
+        f"SELECT sum(n) FROM (SELECT profile_id, uniqExactMerge(events) AS n FROM {db}.profile_stats GROUP BY profile_id)"
+    ))
+    sessions_total = int(ch_scalar(
+        f"SELECT sum(n) FROM (SELECT scope, session_id, uniqExactMerge(events) AS n FROM {db}.sessions "
+        f"GROUP BY scope, session_id)"
+    ))
+    assert total == final, f"profile_stats counts {total} events, events FINAL holds {final}"
+    assert sessions_total == final, f"sessions counts {sessions_total} events, events FINAL holds {final}"
+
+    def by_key(sql: str, keys: int) -> dict:
+        return {tuple(r[:keys]): tuple(int(v) for v in r[keys:]) for r in ch_query(sql, fmt="TabSeparated")}
+
+    stats = by_key(
+        f"SELECT profile_id, uniqExactMerge(events), uniqExactMerge(sessions), minMerge(first_seen_ms), "
+        f"maxMerge(last_seen_ms) FROM {db}.profile_stats GROUP BY profile_id",
+        1,
+    )
+    expected = by_key(
+        f"SELECT profile_id, count(), uniqExact(concat(scope, ':', session_id)), min(event_time_ms), "
+        f"max(event_time_ms) FROM {db}.events FINAL GROUP BY profile_id",
+        1,
+    )
+    differ = {k: (stats.get(k), expected.get(k)) for k in set(stats) | set(expected) if stats.get(k) != expected.get(k)}
+    assert not differ, (
+        f"{len(differ)} profiles whose profile_stats (events, sessions, first, last) differ from events FINAL "
+        f"(profile_stats, events FINAL): {sorted(differ.items())[:5]}"
+    )
+    sessions = by_key(
+        f"SELECT scope, session_id, uniqExactMerge(events) FROM {db}.sessions GROUP BY scope, session_id", 2
+    )
+    expected_sessions = by_key(f"SELECT scope, session_id, count() FROM {db}.events FINAL GROUP BY scope, session_id", 2)
+    differ = {
+        k: (sessions.get(k), expected_sessions.get(k))
+        for k in set(sessions) | set(expected_sessions)
+        if sessions.get(k) != expected_sessions.get(k)
+    }
+    assert not differ, (
+        f"{len(differ)} sessions whose event count differs from events FINAL (sessions, events FINAL): "
+        f"{sorted(differ.items())[:5]}"
+    )
+
+
+def readers_snapshot(db: str) -> dict:
+    """Everything an analyst reads, as plain values: the event log, the exact event count,
+    profile stats, properties and aliases, sessions."""
+
+    def rows(sql: str) -> list:
+        return sorted(tuple(r) for r in ch_query(sql, fmt="TabSeparated"))
+
+    return {
+        "event_log": rows(
+            f"SELECT event_id, status, {TAG_SQL}, scope, session_id, profile_id, event_time_ms, received_at_ms, "
+            f"kafka_partition, kafka_offset, properties, reasons FROM {db}.event_log"
+        ),
+        "count() FROM events FINAL": ch_scalar(f"SELECT count() FROM {db}.events FINAL"),
+        "profile_stats": rows(
+            f"SELECT profile_id, uniqExactMerge(events), uniqExactMerge(sessions), minMerge(first_seen_ms), "
+            f"maxMerge(last_seen_ms) FROM {db}.profile_stats GROUP BY profile_id"
+        ),
+        "profile_properties": rows(
+            f"SELECT profile_id, name, argMaxMerge(value) FROM {db}.profile_properties GROUP BY profile_id, name"
+        ),
+        "profile_aliases": rows(f"SELECT alias_id, argMaxMerge(target) FROM {db}.profile_aliases GROUP BY alias_id"),
+        "sessions": rows(
+            f"SELECT scope, session_id, argMaxMerge(profile_id), minMerge(first_seen_ms), maxMerge(last_seen_ms), "
+            f"uniqExactMerge(events) FROM {db}.sessions GROUP BY scope, session_id"
+        ),
+    }
+
+
+# --------------------------------------------------------------------------- freezing processes
+
+_FROZEN: set[int] = set()
+
+
+@atexit.register
+def _thaw_leftovers() -> None:
+    """Last resort when pytest exits while a process is still stopped (e.g. the shared
+    ClickHouse server): never leave one behind."""
+    for pid in list(_FROZEN):
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except OSError:
+            pass
+
+
+class Freezer:
+    """SIGSTOP / SIGCONT of processes. `frozen(pid)` continues the process whatever happens;
+    `thaw_all()` (a fixture's teardown) continues every process still stopped."""
+
+    def __init__(self) -> None:
+        self.stopped: set[int] = set()
+
+    def stop(self, pid: int) -> None:
+        self.stopped.add(pid)
+        _FROZEN.add(pid)
+        os.kill(pid, signal.SIGSTOP)
+
+    def cont(self, pid: int) -> None:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+        self.stopped.discard(pid)
+        _FROZEN.discard(pid)
+
+    @contextlib.contextmanager
+    def frozen(self, pid: int):
+        self.stop(pid)
+        try:
+            yield
+        finally:
+            self.cont(pid)
+
+    def thaw_all(self) -> None:
+        for pid in list(self.stopped):
+            self.cont(pid)
+
+
+def clickhouse_server_pid() -> int:
+    """The pid of the local ClickHouse server (deploy/local/clickhouse.sh's pid file, else the
+    one clickhouse-server process found in /proc): only the server, never a client."""
+
+    def is_server(pid: int) -> bool:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        name = os.path.basename(argv[0].decode(errors="replace"))
+        second = argv[1].decode(errors="replace") if len(argv) > 1 else ""
+        return state != "Z" and (name == "clickhouse-server" or (name == "clickhouse" and second == "server"))
+
+    pid_file = Path(os.environ.get("POWEHI_CACHE", "/var/cache/powehi")) / "run" / "clickhouse.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        if is_server(pid):
+            return pid
+    except (OSError, ValueError):
+        pass
+    found = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and is_server(int(p.name))]
+    assert len(found) == 1, f"expected one clickhouse-server process, found {found} (pid file {pid_file})"
+    return found[0]
