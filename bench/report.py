@@ -290,7 +290,7 @@ lines += [
     f"| takeover queries, all 12 partitions | {takeover['seconds_all_partitions']:.3f} s |",
     f"| slowest partition | {takeover['slowest_partition_s']:.3f} s |",
     f"| the same questions without a position key (before) | {takeover['unkeyed_seconds_all_partitions']:.3f} s |",
-    f"| `event-worker rebuild-profiles` over those rows | {reads['rebuild_profiles_s']:.1f} s |",
+    f"| `event-worker rebuild-profiles` over those rows | {reads['rebuild_profiles_s']:.2f} s |",
     f"| event-log page (`GET …/events?limit=100`, newest first; median of 5) | {reads['event_log_page_s'] * 1000:.0f} ms |",
     f"| profile read (`GET /v1/profiles/…`, {reads['profile_events']:,} events; median of 5) | {reads['profile_read_s'] * 1000:.0f} ms |",
     f"| restart after kill -9 to partitions owned, same worker name (static membership) | {restart['same_name_s']:.2f} s |",

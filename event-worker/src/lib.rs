@@ -4,6 +4,7 @@
 //! - [`config`]: flags and `POWEHI_*` variables.
 //! - [`kafka`]: the consumer and its rebalance/statistics callbacks.
 //! - [`pipeline`]: consume → decode → batch → insert → commit, in order.
+//! - [`partitions`]: each owned partition's state (assigned → loading → live).
 //! - [`rows`]: a record becomes an `events` or `rejected_events` row.
 //! - [`batch`]: rows and offsets waiting for the next insert.
 //! - [`replay`]: why a record is never written twice.
@@ -19,6 +20,7 @@ pub mod dedup;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod partitions;
 pub mod pipeline;
 pub mod profiles;
 pub mod replay;

@@ -1,8 +1,10 @@
 //! The consume → decode → batch → insert → commit loop.
 //!
 //! Contract: a Kafka offset is committed only after every record below it is in
-//! ClickHouse (as an event or a rejection), and a record is written at most once
-//! (see [`crate::replay`]). Records of one partition are handled in order.
+//! ClickHouse (as an event or a rejection, and an accepted one in the profile
+//! feed); a record written twice is absorbed by storage (the argument is in
+//! [`crate::replay`]). Records of one partition are handled in order, by the
+//! state machine of [`crate::partitions`] (assigned → loading → live).
 //!
 //! One task consumes, decodes and batches; a full batch is written by a task of
 //! its own while the next one fills (see [`crate::writer`]), and is committed
@@ -28,7 +30,7 @@
 //! commit and the insert; what still slips through is absorbed by idempotent
 //! storage (see [`crate::replay`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -47,8 +49,9 @@ use crate::dedup::RecentItems;
 use crate::http::Blocked;
 use crate::kafka::{RebalanceEvent, WorkerContext};
 use crate::metrics::Metrics;
+use crate::partitions::{Partitions, Takeover};
 use crate::profiles::ProfileCounter;
-use crate::replay::{Stored, StoredOffsets};
+use crate::replay::Stored;
 use crate::rows::{config_position, decode, Decoded, Position};
 use crate::store::{Store, StoreError};
 use crate::writer::{self, InsertGate, Written};
@@ -112,12 +115,9 @@ pub struct Pipeline {
     /// A batch whose insert failed, retried before anything else is written.
     retrying: Batch,
     insert_gate: Arc<InsertGate>,
-    /// Partitions this worker owns now.
-    assignment: BTreeSet<i32>,
-    /// Per owned partition, the offsets already stored (absent: not asked yet).
-    stored: HashMap<i32, StoredOffsets>,
-    /// Producer retries to drop (see [`crate::dedup`]).
-    recent: RecentItems,
+    /// The partitions this worker owns, each with its takeover state, stored
+    /// offsets and dedup window (see [`crate::partitions`]).
+    partitions: Partitions,
     /// Records received while waiting for ClickHouse, handled before new ones.
     held: VecDeque<OwnedMessage>,
     /// What writing waits for now, if anything (partitions paused meanwhile).
@@ -164,9 +164,7 @@ impl Pipeline {
             revoked_while_writing: BTreeSet::new(),
             retrying: Batch::default(),
             insert_gate,
-            assignment: BTreeSet::new(),
-            stored: HashMap::new(),
-            recent,
+            partitions: Partitions::new(recent),
             held: VecDeque::new(),
             blocked_by: None,
             backoff: FIRST_BACKOFF,
@@ -263,23 +261,22 @@ impl Pipeline {
             partition: message.partition(),
             offset: message.offset(),
         };
-        if !self.assignment.contains(&position.partition) {
+        if !self.partitions.owns(position.partition) {
             return Ok(()); // revoked while the record waited
         }
         self.metrics.records_consumed.inc();
         let record_ms = message.timestamp().to_millis().unwrap_or(0);
-        let taken_over = self.takeover(position, record_ms).await?;
-        // Takeover queries run only while no write is being retried (a retry
-        // holds the records that arrive): if they waited for ClickHouse, it is
-        // back now.
-        self.resume_if_paused();
-        if !taken_over {
-            return Ok(()); // revoked while loading
+        if let Some(takeover) = self.partitions.takeover_needed(position.partition) {
+            let live = self.take_over(takeover, position.offset, record_ms).await?;
+            // Takeover queries run only while no write is being retried (a
+            // retry holds the records that arrive): if they waited for
+            // ClickHouse, it is back now.
+            self.resume_if_paused();
+            if !live {
+                return Ok(()); // revoked while loading
+            }
         }
-        let already_stored = self
-            .stored
-            .get_mut(&position.partition)
-            .and_then(|s| s.get(position.offset));
+        let already_stored = self.partitions.stored(position.partition, position.offset);
         let payload = message.payload().unwrap_or_default();
         self.wait_for_config(config_position(payload)).await?;
         let decoded = decode(payload, position, record_ms, &self.config.snapshot());
@@ -297,14 +294,12 @@ impl Pipeline {
             return Ok(());
         }
         if let Decoded::Accepted(row) = &decoded {
-            let repeat = self.recent.enabled()
-                && !row.item_id.is_empty()
-                && self.recent.is_repeat(
-                    position.partition,
-                    &row.scope,
-                    &row.item_id,
-                    row.received_at_ms,
-                );
+            let repeat = self.partitions.is_repeat(
+                position.partition,
+                &row.scope,
+                &row.item_id,
+                row.received_at_ms,
+            );
             if repeat {
                 self.metrics.duplicates.inc();
                 self.batch.mark_handled(position);
@@ -349,53 +344,50 @@ impl Pipeline {
         Ok(())
     }
 
-    /// On the first record of a partition since it was assigned, loads what
-    /// ClickHouse already holds of it: the offsets stored past the committed one
-    /// (see [`crate::replay`]) and the itemIds received from one dedup window
-    /// before this record on (see [`crate::dedup`]). `false` when the partition
-    /// was revoked meanwhile.
-    async fn takeover(&mut self, position: Position, record_ms: i64) -> Result<bool, ShuttingDown> {
-        let Position { partition, offset } = position;
+    /// The takeover of a partition whose first record since it was assigned
+    /// is at `offset`: asks ClickHouse what it already holds of it (the offsets
+    /// stored from `offset` on, see [`crate::replay`]; the itemIds received
+    /// from one dedup window before this record on, see [`crate::dedup`]) and
+    /// makes it live (see [`crate::partitions`]). `false` when it was revoked
+    /// meanwhile.
+    async fn take_over(
+        &mut self,
+        takeover: Takeover,
+        offset: i64,
+        record_ms: i64,
+    ) -> Result<bool, ShuttingDown> {
+        let partition = takeover.partition;
         let started = Instant::now();
-        if !self.stored.contains_key(&partition) {
-            let offsets = self
-                .with_clickhouse(
-                    |store| async move { store.stored_offsets(partition, offset).await },
-                )
-                .await?;
-            if !offsets.is_empty() {
-                tracing::info!(
-                    partition,
-                    count = offsets.len(),
-                    "records already stored will be skipped"
-                );
-            }
-            if !self.assignment.contains(&partition) {
-                return Ok(false);
-            }
-            self.stored.insert(partition, StoredOffsets::new(offsets));
+        let stored = self
+            .with_clickhouse(|store| async move { store.stored_offsets(partition, offset).await })
+            .await?;
+        if !stored.is_empty() {
+            tracing::info!(
+                partition,
+                count = stored.len(),
+                "records already stored will be skipped"
+            );
         }
-        if self.recent.enabled() && !self.recent.is_loaded(partition) {
-            // By the records' own times, not the clock: a replay after a long
-            // outage needs the window around what it replays.
-            let first_ms = (record_ms.max(0) as u64).saturating_sub(RECEIVE_TO_PRODUCE_SLACK_MS);
-            let since_ms = first_ms.saturating_sub(self.recent.window_ms());
-            let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
-            let until_ms = now_ms.max(first_ms) + 3_600_000;
-            let items = self
-                .with_clickhouse(|store| async move {
+        let window = match self.partitions.dedup_window_ms() {
+            None => Vec::new(),
+            Some(window_ms) => {
+                // By the records' own times, not the clock: a replay after a
+                // long outage needs the window around what it replays.
+                let first_ms =
+                    (record_ms.max(0) as u64).saturating_sub(RECEIVE_TO_PRODUCE_SLACK_MS);
+                let since_ms = first_ms.saturating_sub(window_ms);
+                let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
+                let until_ms = now_ms.max(first_ms) + 3_600_000;
+                self.with_clickhouse(|store| async move {
                     store.recent_items(partition, since_ms, until_ms).await
                 })
-                .await?;
-            if !self.assignment.contains(&partition) {
-                return Ok(false);
+                .await?
             }
-            self.recent.load(partition, items);
-            self.metrics
-                .takeover_duration
-                .observe(started.elapsed().as_secs_f64());
-        }
-        Ok(true)
+        };
+        self.metrics
+            .takeover_duration
+            .observe(started.elapsed().as_secs_f64());
+        Ok(self.partitions.go_live(takeover, stored, window))
     }
 
     fn count(&mut self, decoded: &Decoded, position: Position) {
@@ -484,7 +476,7 @@ impl Pipeline {
             .batch
             .first_offsets()
             .into_iter()
-            .filter(|(p, _)| self.assignment.contains(p));
+            .filter(|(p, _)| self.partitions.owns(*p));
         let list = self.partition_list(owned.map(|(p, first)| (p, Offset::Offset(first))));
         if list.count() == 0 {
             return Ok(());
@@ -577,7 +569,7 @@ impl Pipeline {
                 self.metrics.blocked.with_label_values(&[previous]).set(0);
             } else {
                 self.metrics.paused.set(1);
-                self.pause(&self.assignment.iter().copied().collect::<Vec<_>>());
+                self.pause(&self.partitions.owned());
             }
             tracing::warn!(
                 reason = blocker.describe(),
@@ -615,7 +607,7 @@ impl Pipeline {
         self.metrics.blocked.with_label_values(&[label]).set(0);
         self.metrics.paused.set(0);
         self.blocked.set(None);
-        self.resume(&self.assignment.iter().copied().collect::<Vec<_>>());
+        self.resume(&self.partitions.owned());
         tracing::info!(was = label, "writing possible again: consumption resumed");
     }
 
@@ -655,19 +647,11 @@ impl Pipeline {
                         self.revoked_while_writing.extend(&partitions);
                     }
                     self.held.retain(|m| !partitions.contains(&m.partition()));
-                    for partition in &partitions {
-                        self.assignment.remove(partition);
-                        self.stored.remove(partition);
-                        self.recent.forget(*partition);
-                    }
+                    self.partitions.revoke(&partitions);
                 }
                 RebalanceEvent::Assigned(partitions) => {
                     tracing::info!(?partitions, "partitions assigned");
-                    for partition in &partitions {
-                        self.assignment.insert(*partition);
-                        self.stored.remove(partition);
-                        self.recent.forget(*partition);
-                    }
+                    self.partitions.assign(&partitions);
                     // librdkafka keeps a partition's pause across a revoke and
                     // a new assignment: a partition paused while it was ours
                     // before would stay paused forever unless set here.
@@ -680,7 +664,7 @@ impl Pipeline {
             }
             self.metrics
                 .assigned_partitions
-                .set(self.assignment.len() as i64);
+                .set(self.partitions.count() as i64);
         }
     }
 
@@ -690,7 +674,7 @@ impl Pipeline {
     fn commit(&self, next_offsets: &BTreeMap<i32, i64>) {
         let owned = next_offsets
             .iter()
-            .filter(|(p, _)| self.assignment.contains(p));
+            .filter(|(p, _)| self.partitions.owns(**p));
         // The list holds the *next* offset to read (last handled + 1), as Kafka expects.
         let list = self.partition_list(owned.map(|(&p, &next)| (p, Offset::Offset(next))));
         if list.count() == 0 {

@@ -26,7 +26,8 @@ SECTIONS = [
     "### Freshness: HTTP ack to visible in `event_log`",
     "### Peak memory (VmHWM)",
     "### Memory while Kafka or ClickHouse is slow",
-    "## Targets (issue 5)",
+    "### Takeover, restart and reads at scale",
+    "## Targets (issues 5 and 11)",
     "## Commands",
 ]
 
@@ -136,7 +137,17 @@ def test_smoke_benchmark_writes_every_section_with_numbers(services, tmp_path):
     slow_worker = table_rows(section(text, "### Memory while Kafka or ClickHouse is slow"))[1]
     assert re.match(r"^[1-9][\d,]* rows stored$", slow_worker[2]), slow_worker
 
-    targets = table_rows(section(text, "## Targets (issue 5)"))
+    # Takeover at scale, beside the unkeyed queries of before; restart under the same name
+    # and under a new one (the new name waits out the old session: longer).
+    scale = {row[0]: row[1] for row in table_rows(section(text, "### Takeover, restart and reads at scale"))}
+    assert len(scale) == 8, scale
+    seconds = {name: float(re.match(r"^([\d.]+) (m?s)$", value).group(1)) for name, value in scale.items()}
+    assert all(v > 0 for v in seconds.values()), scale
+    same = seconds["restart after kill -9 to partitions owned, same worker name (static membership)"]
+    renamed = seconds["the same under a new name (the group waits out the old session)"]
+    assert same < renamed, scale
+
+    targets = table_rows(section(text, "## Targets (issues 5 and 11)"))
     assert len(targets) >= 5 and all(r[1] for r in targets), targets
 
     # The open loop at half of max ran three times, and its target reads the median p99.
@@ -150,7 +161,7 @@ def test_smoke_benchmark_writes_every_section_with_numbers(services, tmp_path):
     half_target = [r for r in targets if r[0].startswith("gateway p99 ack latency at half of the gateway's max")]
     assert [r[1] for r in half_target] == [f"{median_p99} ms"], (half_target, open_rows)
     # Next to the targets, what the floor reaches on the two measures it bounds.
-    allowed = tables(section(text, "## Targets (issue 5)"))[1]
+    allowed = tables(section(text, "## Targets (issues 5 and 11)"))[1]
     assert [r[0].split(" (")[0] for r in allowed] == [
         "single-event req/s vs trivial handler",
         "p99 ack latency at half of the gateway's max",
