@@ -493,15 +493,16 @@ class Outcome:
 class EventStream:
     """A few client threads posting batches of uniquely identified events.
 
-    Remembers every outcome; `acked` holds the ids of events whose request got 200.
-    Stops after `requests_total` requests, on `stop()`, or after `max_seconds`.
+    Remembers every outcome; `acked` holds the ids of events whose request got 200, `sent`
+    every id sent (whatever the answer). Stops after `requests_total` requests (None: no
+    limit), on `stop()`, or after `max_seconds`. Subclasses choose the events (`_events`).
     """
 
     def __init__(
         self,
         gateway: Proc,
         *,
-        requests_total: int,
+        requests_total: int | None,
         events_per_request: int,
         threads: int = 3,
         interval: float = 0.0,
@@ -516,12 +517,13 @@ class EventStream:
         self.prefix = prefix or f"st-{uuid.uuid4().hex[:6]}"
         self.outcomes: list[Outcome] = []
         self.acked: set[str] = set()
+        self.sent: set[str] = set()
         self._lock = threading.Lock()
         self._next = 0
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(t,), daemon=True) for t in range(threads)]
 
-    def start(self) -> "EventStream":
+    def start(self):
         self._deadline = time.monotonic() + self.max_seconds
         for t in self._threads:
             t.start()
@@ -545,10 +547,16 @@ class EventStream:
 
     def _take(self) -> int | None:
         with self._lock:
-            if self._next >= self.requests_total:
+            if self.requests_total is not None and self._next >= self.requests_total:
                 return None
             self._next += 1
             return self._next - 1
+
+    def _events(self, n: int, scope: str) -> tuple[list[str], list[dict]]:
+        """Request `n`: the ids it is counted by, and its events (valid `view` events with
+        those ids as itemId)."""
+        ids = [f"{self.prefix}-{n}-{i}" for i in range(self.events_per_request)]
+        return ids, [event(scope, itemId=i, sessionId=f"{self.prefix}-s{(n + k) % 24}") for k, i in enumerate(ids)]
 
     def _run(self, thread: int) -> None:
         session = requests.Session()
@@ -557,8 +565,9 @@ class EventStream:
             n = self._take()
             if n is None:
                 break
-            ids = [f"{self.prefix}-{n}-{i}" for i in range(self.events_per_request)]
-            events = [event(scope, itemId=i, sessionId=f"{self.prefix}-s{(n + k) % 24}") for k, i in enumerate(ids)]
+            ids, events = self._events(n, scope)
+            with self._lock:
+                self.sent.update(ids)
             started = time.monotonic()
             try:
                 resp = post(self.gateway, {"events": events}, session=session, timeout=60)
@@ -639,7 +648,7 @@ def tick_event(scope: str, tag: str, session_id: str, profile_id: str | None = N
     return ev
 
 
-class TagStream:
+class TagStream(EventStream):
     """A few client threads posting batches of `tick` events without itemId, each with a unique
     tag, over `sessions` session ids; about a third of the events name one of `profiles`
     profile ids (the others belong to their session's anonymous profile).
@@ -662,50 +671,17 @@ class TagStream:
         profiles: int = 3,
         prefix: str | None = None,
     ):
-        self.gateway = gateway
-        self.events_per_request = events_per_request
-        self.interval = interval
-        self.requests_total = requests_total
-        self.max_seconds = max_seconds
+        super().__init__(
+            gateway,
+            requests_total=requests_total,
+            events_per_request=events_per_request,
+            threads=threads,
+            interval=interval,
+            max_seconds=max_seconds,
+            prefix=prefix or f"tg-{uuid.uuid4().hex[:6]}",
+        )
         self.sessions = sessions
         self.profiles = profiles
-        self.prefix = prefix or f"tg-{uuid.uuid4().hex[:6]}"
-        self.outcomes: list[Outcome] = []
-        self.acked: set[str] = set()
-        self.sent: set[str] = set()
-        self._lock = threading.Lock()
-        self._next = 0
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(t,), daemon=True) for t in range(threads)]
-
-    def start(self) -> "TagStream":
-        self._deadline = time.monotonic() + self.max_seconds
-        for t in self._threads:
-            t.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def join(self, timeout: float = 120) -> None:
-        end = time.monotonic() + timeout
-        for t in self._threads:
-            t.join(max(0.0, end - time.monotonic()))
-        assert not any(t.is_alive() for t in self._threads), "client threads did not finish"
-
-    def wait_acked(self, n: int, timeout: float) -> None:
-        wait_until(lambda: len(self.acked) >= n, timeout, interval=0.05, what=f"{n} acknowledged events")
-
-    @property
-    def statuses(self) -> Counter:
-        return Counter(o.status for o in self.outcomes)
-
-    def _take(self) -> int | None:
-        with self._lock:
-            if self.requests_total is not None and self._next >= self.requests_total:
-                return None
-            self._next += 1
-            return self._next - 1
 
     def _events(self, n: int, scope: str) -> tuple[list[str], list[dict]]:
         tags, events = [], []
@@ -718,31 +694,6 @@ class TagStream:
             tags.append(tag)
             events.append(tick_event(scope, tag, session, profile))
         return tags, events
-
-    def _run(self, thread: int) -> None:
-        session = requests.Session()
-        scope = self.gateway.creds.client_id
-        while not self._stop.is_set() and time.monotonic() < self._deadline:
-            n = self._take()
-            if n is None:
-                break
-            tags, events = self._events(n, scope)
-            with self._lock:
-                self.sent.update(tags)
-            started = time.monotonic()
-            try:
-                resp = post(self.gateway, {"events": events}, session=session, timeout=60)
-                status, detail = resp.status_code, resp.text[:300]
-            except requests.RequestException as exc:
-                status, detail = None, f"{type(exc).__name__}: {exc}"
-            outcome = Outcome(started, time.monotonic(), status, detail, tags)
-            with self._lock:
-                self.outcomes.append(outcome)
-                if status == 200:
-                    self.acked.update(tags)
-            if self.interval:
-                self._stop.wait(self.interval)
-        session.close()
 
 
 def physical_tags(db: str) -> Counter:
