@@ -127,14 +127,16 @@ pub async fn list(
             Bind::Number(number) => statement.bind(number),
         };
     }
-    let rows: Vec<LogRow> =
+    let fetched: Vec<LogRow> =
         tokio::time::timeout(std::time::Duration::from_secs(30), statement.fetch_all())
             .await
             .map_err(|_| {
                 AdminError::EventLogUnavailable("clickhouse did not answer within 30s".into())
             })?
             .map_err(|e| AdminError::EventLogUnavailable(e.to_string()))?;
-    let next_cursor = (rows.len() == filters.limit as usize)
+    let more = fetched.len() == fetch_limit(filters.limit) as usize;
+    let rows = one_per_record(fetched, filters.limit as usize);
+    let next_cursor = (more || rows.len() == filters.limit as usize)
         .then(|| rows.last().map(cursor_of))
         .flatten()
         .map(|c| encode_cursor(&c));
@@ -263,19 +265,44 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
             conditions.join(" AND ")
         ));
     }
-    // A repeated write of one Kafka record may not be merged away yet: its
-    // copies are identical and sort next to each other, and LIMIT 1 BY serves
-    // one (what FINAL would do, without reading the whole range to merge it).
+    // Twice the page: a repeated write not merged away yet comes as two
+    // identical rows (see one_per_record). A plain ORDER BY … LIMIT keeps
+    // ClickHouse's top-N sort; LIMIT 1 BY before it would sort the whole range.
     let sql = format!(
         "SELECT event_id, status, event_type, session_id, profile_id, event_time_ms, received_at_ms, \
          properties, reasons, raw, source_id, source_type, target_id, target_type, schema_version, \
          kafka_partition, kafka_offset FROM ({}) \
-         ORDER BY received_at_ms DESC, event_id DESC, kafka_partition DESC, kafka_offset DESC \
-         LIMIT 1 BY kafka_partition, kafka_offset LIMIT {}",
+         ORDER BY received_at_ms DESC, event_id DESC, kafka_partition DESC, kafka_offset DESC LIMIT {}",
         branches.join(" UNION ALL "),
-        filters.limit
+        fetch_limit(filters.limit)
     );
     (sql, binds)
+}
+
+/// Rows asked of ClickHouse for a page of `limit`.
+fn fetch_limit(limit: u32) -> u32 {
+    limit * 2
+}
+
+/// A repeated write of one Kafka record that ClickHouse has not merged away
+/// yet (see deploy/clickhouse/migrations/0001_events.sql) is two identical
+/// rows, next to each other in the page's order: one is served. A page can
+/// come out shorter than `limit` after a fault; the cursor still continues
+/// strictly below its last row, so nothing is skipped or repeated.
+fn one_per_record(fetched: Vec<LogRow>, limit: usize) -> Vec<LogRow> {
+    let mut rows: Vec<LogRow> = Vec::with_capacity(limit.min(fetched.len()));
+    for row in fetched {
+        let repeat = rows.last().is_some_and(|last| {
+            (last.kafka_partition, last.kafka_offset) == (row.kafka_partition, row.kafka_offset)
+        });
+        if !repeat {
+            rows.push(row);
+        }
+        if rows.len() == limit {
+            break;
+        }
+    }
+    rows
 }
 
 fn cursor_of(row: &LogRow) -> Cursor {
@@ -370,6 +397,58 @@ mod tests {
         for bad in ["zz", "abc", "7b7d", &"0".repeat(4000)] {
             assert!(decode_cursor(bad).is_err(), "{bad}");
         }
+    }
+
+    fn log_row(event_id: &str, partition: u32, offset: u64) -> LogRow {
+        LogRow {
+            event_id: event_id.into(),
+            status: "accepted".into(),
+            event_type: "view".into(),
+            session_id: "s".into(),
+            profile_id: "p".into(),
+            event_time_ms: 1,
+            received_at_ms: 2,
+            properties: "{}".into(),
+            reasons: "[]".into(),
+            raw: String::new(),
+            source_id: String::new(),
+            source_type: String::new(),
+            target_id: String::new(),
+            target_type: String::new(),
+            schema_version: 1,
+            kafka_partition: partition,
+            kafka_offset: offset,
+        }
+    }
+
+    #[test]
+    fn a_record_written_twice_is_served_once() {
+        let fetched = vec![
+            log_row("c", 0, 9),
+            log_row("b", 1, 4),
+            log_row("b", 1, 4),
+            log_row("a", 0, 2),
+            log_row("z", 0, 1),
+        ];
+        let served = one_per_record(fetched, 3);
+        let ids: Vec<&str> = served.iter().map(|r| r.event_id.as_str()).collect();
+        assert_eq!(ids, vec!["c", "b", "a"]);
+        let (sql, _) = build_sql(&Filters {
+            scope: "demo".into(),
+            event_type: None,
+            session_id: None,
+            profile_ids: Vec::new(),
+            accepted: true,
+            rejected: true,
+            from_ms: None,
+            to_ms: None,
+            limit: 100,
+            after: None,
+        });
+        assert!(
+            sql.ends_with("LIMIT 200"),
+            "twice the page, and no LIMIT BY: {sql}"
+        );
     }
 
     #[test]
