@@ -66,8 +66,8 @@ impl Batch {
     }
 
     /// Per partition, the first offset this batch handles.
-    pub fn first_offsets(&self) -> BTreeMap<i32, i64> {
-        self.first_offsets.clone()
+    pub fn first_offsets(&self) -> &BTreeMap<i32, i64> {
+        &self.first_offsets
     }
 
     pub fn rows(&self) -> usize {
@@ -176,7 +176,7 @@ mod tests {
             offset: 0,
         });
         assert_eq!(batch.rows(), 3);
-        let first: Vec<_> = batch.first_offsets().into_iter().collect();
+        let first: Vec<_> = batch.first_offsets().clone().into_iter().collect();
         assert_eq!(first, vec![(0, 5), (1, 9), (2, 0)]);
         let offsets: Vec<_> = batch.finish().into_iter().collect();
         assert_eq!(offsets, vec![(0, 7), (1, 10), (2, 1)]);

@@ -87,11 +87,6 @@ impl RecentItems {
         self.window_ms
     }
 
-    /// Whether `partition` has a window (loaded since it was assigned).
-    pub fn is_loaded(&self, partition: i32) -> bool {
-        self.partitions.contains_key(&partition)
-    }
-
     /// Starts the window of a newly owned partition with what is stored.
     pub fn load(&mut self, partition: i32, mut stored: Vec<(String, String, u64)>) {
         stored.sort_by_key(|(_, _, received)| *received);
@@ -108,7 +103,8 @@ impl RecentItems {
     }
 
     /// True when `(scope, item_id)` was received within the window of
-    /// `received_ms` before (a repeat to drop); otherwise remembers it.
+    /// `received_ms` before (a repeat to drop); otherwise remembers it. Never
+    /// for an event without itemId, nor with the window turned off.
     pub fn is_repeat(
         &mut self,
         partition: i32,
@@ -116,6 +112,9 @@ impl RecentItems {
         item_id: &str,
         received_ms: u64,
     ) -> bool {
+        if !self.enabled() || item_id.is_empty() {
+            return false;
+        }
         let key = key(scope, item_id);
         let window = self.partitions.entry(partition).or_default();
         if let Some(&seen) = window.seen.get(&key) {
@@ -189,9 +188,15 @@ mod tests {
             3,
             vec![("s".into(), "a".into(), 500), ("s".into(), "b".into(), 400)],
         );
-        assert!(recent.is_loaded(3));
         assert!(recent.is_repeat(3, "s", "a", 600));
         recent.forget(3);
-        assert!(!recent.is_loaded(3));
+        assert!(
+            !recent.is_repeat(3, "s", "b", 450),
+            "the window went with the partition"
+        );
+        assert!(
+            !recent.is_repeat(3, "s", "", 450),
+            "no itemId: never a repeat"
+        );
     }
 }

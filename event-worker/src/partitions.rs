@@ -175,11 +175,8 @@ impl Partitions {
         item_id: &str,
         received_ms: u64,
     ) -> bool {
-        self.recent.enabled()
-            && !item_id.is_empty()
-            && self
-                .recent
-                .is_repeat(partition, scope, item_id, received_ms)
+        self.recent
+            .is_repeat(partition, scope, item_id, received_ms)
     }
 }
 

@@ -277,18 +277,20 @@ impl Pipeline {
             }
         }
         let already_stored = self.partitions.stored(position.partition, position.offset);
+        if already_stored == Some(Stored::Rejected) {
+            self.metrics.records_skipped.inc();
+            self.batch.mark_handled(position);
+            return Ok(());
+        }
         let payload = message.payload().unwrap_or_default();
         self.wait_for_config(config_position(payload)).await?;
         let decoded = decode(payload, position, record_ms, &self.config.snapshot());
-        if let Some(stored) = already_stored {
-            // Not written again; an accepted one's profile feed is, in case the
-            // writer that stored it stopped before the feed (idempotent, see
-            // crate::profiles).
+        if already_stored == Some(Stored::Accepted) {
+            // Not written again; its profile feed is, in case the writer that
+            // stored it stopped before the feed (idempotent, see crate::profiles).
             self.metrics.records_skipped.inc();
             match decoded {
-                Decoded::Accepted(row) if stored == Stored::Accepted => {
-                    self.batch.push_stored(row, position)
-                }
+                Decoded::Accepted(row) => self.batch.push_stored(row, position),
                 _ => self.batch.mark_handled(position),
             }
             return Ok(());
@@ -472,16 +474,7 @@ impl Pipeline {
     /// already, so the commit changes nothing, but it is refused when this
     /// member's generation is stale.
     fn confirm_ownership(&self) -> KafkaResult<()> {
-        let owned = self
-            .batch
-            .first_offsets()
-            .into_iter()
-            .filter(|(p, _)| self.partitions.owns(*p));
-        let list = self.partition_list(owned.map(|(p, first)| (p, Offset::Offset(first))));
-        if list.count() == 0 {
-            return Ok(());
-        }
-        tokio::task::block_in_place(|| self.consumer.commit(&list, CommitMode::Sync))
+        self.commit_owned(self.batch.first_offsets())
     }
 
     /// Writes `self.retrying` until ClickHouse takes it, pausing consumption
@@ -672,22 +665,25 @@ impl Pipeline {
     /// (or the failure is logged and the same range is committed next time;
     /// until then a crash replays it and [`crate::replay`] skips what is stored).
     fn commit(&self, next_offsets: &BTreeMap<i32, i64>) {
-        let owned = next_offsets
-            .iter()
-            .filter(|(p, _)| self.partitions.owns(**p));
-        // The list holds the *next* offset to read (last handled + 1), as Kafka expects.
-        let list = self.partition_list(owned.map(|(&p, &next)| (p, Offset::Offset(next))));
-        if list.count() == 0 {
-            return;
-        }
-        let result = tokio::task::block_in_place(|| self.consumer.commit(&list, CommitMode::Sync));
-        match result {
+        // The *next* offset to read (last handled + 1), as Kafka expects.
+        match self.commit_owned(next_offsets) {
             Ok(()) => self.metrics.commits.with_label_values(&["ok"]).inc(),
             Err(error) => {
                 self.metrics.commits.with_label_values(&["error"]).inc();
                 tracing::warn!(%error, "offset commit failed; the range will be replayed and deduplicated if needed");
             }
         }
+    }
+
+    /// Synchronously commits `offsets` of the partitions this worker owns
+    /// (nothing to commit is a success).
+    fn commit_owned(&self, offsets: &BTreeMap<i32, i64>) -> KafkaResult<()> {
+        let owned = offsets.iter().filter(|(p, _)| self.partitions.owns(**p));
+        let list = self.partition_list(owned.map(|(&p, &offset)| (p, Offset::Offset(offset))));
+        if list.count() == 0 {
+            return Ok(());
+        }
+        tokio::task::block_in_place(|| self.consumer.commit(&list, CommitMode::Sync))
     }
 
     fn partition_list(
