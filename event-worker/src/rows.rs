@@ -124,15 +124,17 @@ pub fn config_position(payload: &[u8]) -> Option<i64> {
     serde_json::from_slice::<Stamp>(payload).ok()?.cfg
 }
 
-/// Decodes a record and validates its event against the latest schema of its
-/// type in `config`, which the pipeline has made sure is at least as recent as
-/// the config-log position the gateway stamped on the record (so a schema the
-/// gateway knew is never missed). `record_ms` is the Kafka record's timestamp.
+/// Decodes a record and validates its event against the schema of its type
+/// as of the config-log position the gateway stamped on the record
+/// ([`ConfigSnapshot::schema_as_of`]): the newest version the gateway had
+/// applied when it accepted the event. The pipeline has made sure `config`
+/// reaches that position. `record_ms` is the Kafka record's timestamp.
 ///
-/// The row depends only on the record and the schema version: a repeated
-/// write of a record is the same row twice, which the tables collapse (see
-/// [`crate::replay`]), unless the event's schema changed between the two
-/// decodes.
+/// The row therefore depends only on the record (and, for a record without a
+/// stamp, written by a gateway older than stamps, on the latest schema): two
+/// workers that decode one record at different times, with a schema change in
+/// between, store the same row, which the tables collapse (see
+/// [`crate::replay`]).
 pub fn decode(
     payload: &[u8],
     position: Position,
@@ -153,7 +155,7 @@ pub fn decode(
             return Decoded::Rejected(rejected_row(&envelope, "worker", &[reason], position))
         }
     };
-    let schema = config.latest_schema(&fields.event_type);
+    let schema = config.schema_as_of(&fields.event_type, envelope.config_position);
     match validate_event(schema.map(|s| &s.schema), &fields) {
         Ok(validated) => {
             let version = schema.map_or(0, |s| s.version);
@@ -307,6 +309,31 @@ mod tests {
 
     fn envelope(event: &str, refusals: &str) -> Vec<u8> {
         format!(r#"{{"v":1,"id":"e1","scope":"demo","receivedAt":1700000000123,{refusals}"event":{event}}}"#).into_bytes()
+    }
+
+    #[test]
+    fn the_verdict_is_the_schema_as_of_the_stamp_whenever_it_is_decoded() {
+        // v1 (nothing required) at offset 0, v2 (`a` required) at offset 1.
+        let v1 =
+            br#"{"kind":"eventSchema","version":1,"schema":{"eventType":"view","properties":[]}}"#;
+        let v2 = br#"{"kind":"eventSchema","version":2,"schema":{"eventType":"view",
+            "properties":[{"name":"a","type":"integer","required":true}]}}"#;
+        let mut before = ConfigSnapshot::default();
+        let _ = before.apply_at(0, &proto::config::schema_key("view", 1), Some(v1));
+        let mut after = before.clone();
+        let _ = after.apply_at(1, &proto::config::schema_key("view", 2), Some(v2));
+        let event = r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"}"#;
+        let stamped = |cfg: i64| envelope(event, &format!(r#""cfg":{cfg},"#));
+        for config in [&before, &after] {
+            let Decoded::Accepted(row) = super::decode(&stamped(1), POSITION, 0, config) else {
+                panic!("stamped before v2: judged by v1, by a worker that knows v2 too")
+            };
+            assert_eq!(row.schema_version, 1);
+        }
+        assert!(matches!(
+            super::decode(&stamped(2), POSITION, 0, &after),
+            Decoded::Rejected(_)
+        ));
     }
 
     #[test]

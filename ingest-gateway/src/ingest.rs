@@ -4,17 +4,20 @@
 //! (503 `not_ready` while starting: credentials cannot be judged before the
 //! config log is replayed), media type, credentials, body size (while reading),
 //! JSON shape, rate limit, then each event's envelope. Every event, accepted or
-//! refused, becomes one Kafka record stamped with the config-log position the
-//! request was authenticated at; the answer waits for all of them to be
-//! acknowledged (see [`crate::sink`]).
+//! refused, becomes one Kafka record stamped with the config-log position this
+//! gateway had applied (the worker judges the event by the schemas as of it);
+//! if an event names a type unknown at that position the gateway first catches
+//! up with the log, since another gateway may just have registered the type.
+//! The answer waits for all records to be acknowledged (see [`crate::sink`]).
 
 use std::borrow::Cow;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use futures::StreamExt;
+use proto::config::ConfigSnapshot;
 use proto::reason::{Reason, ReasonCode};
 use proto::topics::record_key;
 use proto::{check_event, Envelope};
@@ -28,6 +31,10 @@ use crate::AppState;
 
 /// How much of an over-size event is kept for the event log.
 const OVERSIZE_EXCERPT_BYTES: usize = 1024;
+
+/// Longest a request waits to catch up with the config log when one of its
+/// events names a type this gateway does not know.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The 200 answer. `updated` keeps the reference meaning (profiles updated by
 /// this request); profile work happens later in the workers, so it is 0.
@@ -205,30 +212,35 @@ async fn ingest(
             })?;
     }
 
-    let stamp = Stamp {
+    // Stamped with the config position this gateway had applied: the worker
+    // judges the events by the schemas as of it (see event-worker's rows).
+    let mut config = state.config_log.snapshot();
+    let mut stamp = Stamp {
         client_id: &source.id,
         received_at_ms,
-        config_position,
+        config_position: config_position.max(config.position),
     };
-    let mut records = Vec::with_capacity(batch.events.len());
-    let mut errors = Vec::new();
-    let mut first_session = None;
-    for (index, event) in batch.events.iter().enumerate() {
-        match envelope_for(event, &stamp, state.config.max_event_bytes) {
-            Ok((record, session_id)) => {
-                first_session.get_or_insert(session_id);
-                records.push(record);
-            }
-            Err((reason, record)) => {
-                errors.push(EventError {
-                    index,
-                    code: reason.code.as_str(),
-                    message: reason.message,
-                });
-                records.push(record);
+    let max_event_bytes = state.config.max_event_bytes;
+    let mut built = build_records(&batch.events, &stamp, &config, max_event_bytes);
+    if built.unknown_type {
+        // Another gateway may have registered the type a moment ago: judging
+        // these events by this gateway's older position would reject them
+        // for good. Catch up with the log first (bounded; coalesced).
+        if let Some(position) = state.config_log.follower.catch_up(CATCH_UP_TIMEOUT).await {
+            if position > stamp.config_position {
+                state.metrics.config_catch_ups.inc();
+                config = state.config_log.snapshot();
+                stamp.config_position = position.max(config.position);
+                built = build_records(&batch.events, &stamp, &config, max_event_bytes);
             }
         }
     }
+    let Built {
+        records,
+        errors,
+        first_session,
+        ..
+    } = built;
     if !records.is_empty() {
         state
             .sink
@@ -288,6 +300,52 @@ fn authenticate(request: &HttpRequest, state: &AppState) -> Result<Authenticated
         (Some(client_id), Some(token)) => state.registry.authenticate(client_id, token),
         _ => Err(ApiError::MissingCredentials),
     }
+}
+
+/// The records of a request's events, and its per-event refusals.
+struct Built {
+    records: Vec<OutRecord>,
+    errors: Vec<EventError>,
+    /// Session of the first accepted event.
+    first_session: Option<String>,
+    /// Some accepted event names a type `config` has no schema for.
+    unknown_type: bool,
+}
+
+fn build_records(
+    events: &[&RawValue],
+    stamp: &Stamp<'_>,
+    config: &ConfigSnapshot,
+    max_event_bytes: usize,
+) -> Built {
+    let mut built = Built {
+        records: Vec::with_capacity(events.len()),
+        errors: Vec::new(),
+        first_session: None,
+        unknown_type: false,
+    };
+    for (index, event) in events.iter().enumerate() {
+        match envelope_for(event, stamp, config, max_event_bytes) {
+            Ok(Checked {
+                record,
+                session_id,
+                type_known,
+            }) => {
+                built.first_session.get_or_insert(session_id);
+                built.unknown_type |= !type_known;
+                built.records.push(record);
+            }
+            Err((reason, record)) => {
+                built.errors.push(EventError {
+                    index,
+                    code: reason.code.as_str(),
+                    message: reason.message,
+                });
+                built.records.push(record);
+            }
+        }
+    }
+    built
 }
 
 /// Reads the body, refusing it as soon as it is known to be over the limit.
@@ -350,14 +408,22 @@ impl<'a> Stamp<'a> {
     }
 }
 
-/// The Kafka record for one event: `Ok` (with its session) if its envelope is
-/// sound, else the refusal together with the record that carries it to the
-/// event log.
+/// An event whose envelope is sound.
+struct Checked {
+    record: OutRecord,
+    session_id: String,
+    /// `config` has a schema for its type.
+    type_known: bool,
+}
+
+/// The Kafka record for one event: `Ok` if its envelope is sound, else the
+/// refusal together with the record that carries it to the event log.
 fn envelope_for(
     event: &RawValue,
     stamp: &Stamp<'_>,
+    config: &ConfigSnapshot,
     max_event_bytes: usize,
-) -> Result<(OutRecord, String), (Reason, OutRecord)> {
+) -> Result<Checked, (Reason, OutRecord)> {
     let client_id = stamp.client_id;
     if event.get().len() > max_event_bytes {
         let reason = Reason::new(
@@ -389,7 +455,11 @@ fn envelope_for(
                 key: record_key(client_id, &fields.session_id),
                 payload: envelope.to_bytes(),
             };
-            Ok((record, fields.session_id.into_owned()))
+            Ok(Checked {
+                record,
+                type_known: config.knows_event_type(&fields.event_type),
+                session_id: fields.session_id.into_owned(),
+            })
         }
         Err(reason) => {
             let mut envelope = stamp.envelope(Cow::Owned(new_event_id()), event);
@@ -464,8 +534,8 @@ mod tests {
             "x".repeat(2000)
         ));
         let stamped = |event: &RawValue| {
-            let record = match envelope_for(event, &stamp(42), 1024) {
-                Ok((record, _)) | Err((_, record)) => record,
+            let record = match envelope_for(event, &stamp(42), &ConfigSnapshot::default(), 1024) {
+                Ok(Checked { record, .. }) | Err((_, record)) => record,
             };
             Envelope::from_bytes(&record.payload).map(|e| e.config_position)
         };
@@ -506,7 +576,9 @@ mod tests {
     fn refused_event_still_travels_with_its_reason() {
         let event = RawValue::from_string(r#"{"eventType":"view"}"#.to_string())
             .unwrap_or_else(|_| RawValue::NULL.to_owned());
-        let Err((reason, record)) = envelope_for(&event, &stamp(1), 1024) else {
+        let Err((reason, record)) =
+            envelope_for(&event, &stamp(1), &ConfigSnapshot::default(), 1024)
+        else {
             panic!("an event without sessionId must be refused")
         };
         assert_eq!(reason.code, ReasonCode::MissingSessionId);
@@ -519,7 +591,9 @@ mod tests {
     fn oversize_event_is_recorded_as_a_short_excerpt() {
         let big = format!(r#"{{"eventType":"view","pad":"{}"}}"#, "é".repeat(2000));
         let event = RawValue::from_string(big).unwrap_or_else(|_| RawValue::NULL.to_owned());
-        let Err((reason, record)) = envelope_for(&event, &stamp(1), 1024) else {
+        let Err((reason, record)) =
+            envelope_for(&event, &stamp(1), &ConfigSnapshot::default(), 1024)
+        else {
             panic!("an event over the limit must be refused")
         };
         assert_eq!(reason.code, ReasonCode::EventTooLarge);
@@ -540,8 +614,9 @@ mod tests {
                 .to_string(),
         )
         .unwrap_or_else(|_| RawValue::NULL.to_owned());
-        let record = envelope_for(&event, &stamp(1), 1024).map_err(|(r, _)| r.message);
-        let id = record.map(|(r, _)| Envelope::from_bytes(&r.payload).map(|e| e.id.into_owned()));
+        let record = envelope_for(&event, &stamp(1), &ConfigSnapshot::default(), 1024)
+            .map_err(|(r, _)| r.message);
+        let id = record.map(|c| Envelope::from_bytes(&c.record.payload).map(|e| e.id.into_owned()));
         assert_eq!(id, Ok(Ok("evt-1".to_string())));
     }
 }

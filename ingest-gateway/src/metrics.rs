@@ -25,6 +25,9 @@ pub struct Metrics {
     pub config_records: IntCounterVec,
     /// Admin API requests by route and status.
     pub admin_requests: IntCounterVec,
+    /// Requests restamped after catching up with the config log, because an
+    /// event named a type this gateway did not know yet.
+    pub config_catch_ups: IntCounter,
 }
 
 impl Metrics {
@@ -87,6 +90,10 @@ impl Metrics {
                 ),
                 &["route", "status"],
             )?,
+            config_catch_ups: IntCounter::new(
+                "powehi_gateway_config_catch_ups_total",
+                "Requests restamped after catching up with the config log for an unknown event type",
+            )?,
             registry,
         };
         metrics
@@ -116,6 +123,9 @@ impl Metrics {
         metrics
             .registry
             .register(Box::new(metrics.admin_requests.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.config_catch_ups.clone()))?;
         Ok(metrics)
     }
 

@@ -162,6 +162,9 @@ pub struct ConfigSnapshot {
     /// Per event type, every version.
     pub schemas:
         std::collections::BTreeMap<String, std::collections::BTreeMap<u32, EventSchemaRecord>>,
+    /// Per event type and version, the log offset its record was applied at
+    /// (see [`Self::schema_as_of`]).
+    schema_offsets: std::collections::BTreeMap<String, std::collections::BTreeMap<u32, i64>>,
     /// The next config-log offset to apply: every record below it is in this
     /// snapshot (the log has one partition).
     pub position: i64,
@@ -193,6 +196,10 @@ impl ConfigSnapshot {
             ConfigRecord::EventSchema(record)
                 if schema_key(&record.schema.event_type, record.version) == key =>
             {
+                self.schema_offsets
+                    .entry(record.schema.event_type.clone())
+                    .or_default()
+                    .insert(record.version, self.position);
                 self.schemas
                     .entry(record.schema.event_type.clone())
                     .or_default()
@@ -221,6 +228,12 @@ impl ConfigSnapshot {
                 self.schemas.remove(event_type);
             }
         }
+        if let Some(offsets) = self.schema_offsets.get_mut(event_type) {
+            offsets.remove(&version);
+            if offsets.is_empty() {
+                self.schema_offsets.remove(event_type);
+            }
+        }
         Ok(())
     }
 
@@ -229,6 +242,37 @@ impl ConfigSnapshot {
         self.schemas
             .get(event_type)
             .and_then(|v| v.values().next_back())
+    }
+
+    /// The newest version of an event type's schema among those applied
+    /// before log position `position` (records at offsets below it), i.e. the
+    /// one a process whose snapshot stood at `position` knew as the latest.
+    /// `None` for `position` means now: [`Self::latest_schema`].
+    ///
+    /// Judging an event by the schemas as of the position its gateway stamped
+    /// makes the verdict a function of the record alone: two workers decoding
+    /// the same record at different times (a frozen one and its partitions'
+    /// new owner) reach the same one, so their writes collapse in storage.
+    pub fn schema_as_of(
+        &self,
+        event_type: &str,
+        position: Option<i64>,
+    ) -> Option<&EventSchemaRecord> {
+        let Some(position) = position else {
+            return self.latest_schema(event_type);
+        };
+        let offsets = self.schema_offsets.get(event_type)?;
+        let version = offsets
+            .iter()
+            .rev()
+            .find(|(_, &offset)| offset < position)
+            .map(|(&version, _)| version)?;
+        self.schemas.get(event_type)?.get(&version)
+    }
+
+    /// Whether any version of `event_type`'s schema is known.
+    pub fn knows_event_type(&self, event_type: &str) -> bool {
+        self.schemas.contains_key(event_type)
     }
 }
 
@@ -275,6 +319,28 @@ mod snapshot_tests {
             snapshot.position, 10,
             "an unusable record still moves the position"
         );
+    }
+
+    #[test]
+    fn a_schema_as_of_a_position_is_the_newest_applied_before_it() {
+        let mut snapshot = ConfigSnapshot::default();
+        // v1 at offset 3, v2 at offset 8; something else at 5.
+        let v1 = snapshot.apply_at(3, &schema_key("view", 1), Some(&schema_record("view", 1)));
+        assert_eq!(v1, Ok(()));
+        assert!(snapshot.apply_at(5, "garbage", Some(b"x")).is_err());
+        let v2 = snapshot.apply_at(8, &schema_key("view", 2), Some(&schema_record("view", 2)));
+        assert_eq!(v2, Ok(()));
+        let as_of = |position| snapshot.schema_as_of("view", position).map(|s| s.version);
+        assert_eq!(
+            as_of(Some(3)),
+            None,
+            "v1 is the record at 3: not applied below 3"
+        );
+        assert_eq!(as_of(Some(4)), Some(1));
+        assert_eq!(as_of(Some(8)), Some(1), "a gateway at 8 had not applied v2");
+        assert_eq!(as_of(Some(9)), Some(2));
+        assert_eq!(as_of(None), Some(2), "no stamp: the latest");
+        assert!(snapshot.knows_event_type("view") && !snapshot.knows_event_type("click"));
     }
 
     #[test]

@@ -8,13 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::types::RDKafkaErrorCode;
@@ -32,6 +32,10 @@ pub struct ConfigFollower {
     snapshot: RwLock<Arc<ConfigSnapshot>>,
     applied: watch::Sender<Applied>,
     caught_up: AtomicBool,
+    /// Reads the log's end for [`ConfigFollower::catch_up`]; made on first use.
+    end_reader: OnceLock<Arc<BaseConsumer>>,
+    /// The last end read: when the read started, and the end.
+    last_end: tokio::sync::Mutex<Option<(Instant, i64)>>,
 }
 
 impl ConfigFollower {
@@ -44,6 +48,8 @@ impl ConfigFollower {
             snapshot: RwLock::new(Arc::new(ConfigSnapshot::default())),
             applied: watch::channel(Applied::new()).0,
             caught_up: AtomicBool::new(false),
+            end_reader: OnceLock::new(),
+            last_end: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -73,6 +79,64 @@ impl ConfigFollower {
                 .is_ok()
         });
         matches!(seen.await, Ok(true))
+    }
+
+    /// Waits until every record written to the log before this call is
+    /// applied, and answers the snapshot's position then; `None` when that
+    /// cannot be known or reached within `timeout`. A gateway asks this when
+    /// an event names a type it does not know, in case another gateway has
+    /// just registered it (see `ingest-gateway`'s ingest).
+    ///
+    /// Callers that arrive while the log's end is being read wait for that
+    /// read and, if it started before they arrived, for one more: so a burst
+    /// costs the broker about one request per round trip, not one per caller.
+    pub async fn catch_up(&self, timeout: Duration) -> Option<i64> {
+        let asked = Instant::now();
+        let end = {
+            let mut last = tokio::time::timeout(timeout, self.last_end.lock())
+                .await
+                .ok()?;
+            match *last {
+                Some((started, end)) if started >= asked => end,
+                _ => {
+                    let started = Instant::now();
+                    let end = self.read_end(timeout).await?;
+                    *last = Some((started, end));
+                    end
+                }
+            }
+        };
+        let left = timeout.saturating_sub(asked.elapsed());
+        if end > 0 && !self.wait_applied(0, end - 1, left).await {
+            return None;
+        }
+        Some(self.snapshot().position)
+    }
+
+    /// The log's end offset (of its one partition), read from the broker.
+    async fn read_end(&self, timeout: Duration) -> Option<i64> {
+        let reader = match self.end_reader.get() {
+            Some(reader) => reader.clone(),
+            None => {
+                let reader: BaseConsumer = self
+                    .client_config
+                    .clone()
+                    .set("group.id", "powehi-config-reader")
+                    .create()
+                    .ok()?;
+                self.end_reader.get_or_init(|| Arc::new(reader)).clone()
+            }
+        };
+        let topic = self.topic.clone();
+        let read = tokio::task::spawn_blocking(move || reader.fetch_watermarks(&topic, 0, timeout));
+        match read.await {
+            Ok(Ok((_, high))) => Some(high),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "cannot read the config log's end");
+                None
+            }
+            Err(_) => None,
+        }
     }
 
     /// Creates the compacted topic if missing (one partition: one total order).

@@ -200,3 +200,53 @@ def test_events_sent_right_after_a_schema_put_are_never_judged_by_an_older_schem
     unknown = ch_query(f"SELECT event_type, reasons FROM {db}.event_log WHERE status = 'rejected' LIMIT 5")
     assert not unknown, f"events rejected although their schema was registered first: {unknown}"
     assert int(ch_query(f"SELECT count() AS n FROM {db}.events FINAL WHERE {TAG_SQL} != ''")[0]["n"]) == 1000
+
+
+def test_an_event_is_judged_by_the_schema_its_gateway_knew_however_late_it_is_decoded(
+    names, start_gateway, start_worker
+):
+    """Events sent while schema `flip` v1 holds, then v2 (which requires a new property)
+    registered, then the events decoded: they are judged by v1, the version their gateway had
+    applied, not by whatever the worker knows when it decodes them. That is what makes two
+    workers that decode one record at different times (a frozen one and its partition's new
+    owner) store the same verdict, which storage collapses; judged by the latest schema, the
+    same record could be stored once accepted and once rejected."""
+    db = names.database
+    v1 = {"eventType": "flip", "properties": [{"name": "tag", "type": "string", "required": True}]}
+    bootstrap = {"dataSources": [data_source(names.client_id, [names.write_key])], "eventSchemas": [v1]}
+    gateway = start_gateway(bootstrap=bootstrap)
+    scope = names.client_id
+
+    def flip_events(prefix: str) -> list[dict]:
+        return [
+            {"eventType": "flip", "sessionId": f"{prefix}-s{i % 7}", "scope": scope,
+             "timeStamp": "2026-01-01T00:00:00Z", "properties": {"tag": f"{prefix}-{i}"}}
+            for i in range(100)
+        ]
+
+    # No worker yet: these wait in Kafka until after v2 is registered.
+    resp = post(gateway, {"events": flip_events("before")})
+    assert resp.status_code == 200, resp.text
+    resp = requests.put(
+        f"http://{gateway.env['POWEHI_ADMIN_ADDR']}/v1/schemas/flip",
+        headers={"Authorization": f"Bearer {DEFAULT_ADMIN_TOKEN}"},
+        json={"properties": [{"name": "tag", "type": "string", "required": True},
+                             {"name": "amount", "type": "integer", "required": True}]},
+        timeout=30,
+    )
+    assert resp.status_code == 201, resp.text
+    resp = post(gateway, {"events": flip_events("after")})
+    assert resp.status_code == 200, resp.text
+
+    start_worker()
+    wait_group_caught_up(names.group, names.topic)
+    verdicts = ch_query(
+        # A rejected event keeps its raw JSON, an accepted one its declared properties.
+        "SELECT splitByChar('-', extract(if(status = 'accepted', properties, raw), '\"tag\": *\"([^\"]*)\"'))[1] AS sent, "
+        f"status, schema_version, count() AS n FROM {db}.event_log WHERE event_type = 'flip' "
+        "GROUP BY sent, status, schema_version ORDER BY sent, status"
+    )
+    got = {(r["sent"], r["status"], int(r["schema_version"])): int(r["n"]) for r in verdicts}
+    assert got == {("after", "rejected", 0): 100, ("before", "accepted", 1): 100}, verdicts
+    reasons = ch_query(f"SELECT DISTINCT reasons FROM {db}.event_log WHERE event_type = 'flip' AND status = 'rejected'")
+    assert len(reasons) == 1 and '"missing_property"' in reasons[0]["reasons"] and "amount" in reasons[0]["reasons"], reasons
