@@ -1,10 +1,11 @@
-//! Rows waiting to be written, and the Kafka offsets they will let us commit.
+//! Rows waiting to be written. Which Kafka offsets a batch lets the worker
+//! commit is kept with the partitions (see [`crate::partitions`]).
 //!
 //! A batch is written when it is full (rows or bytes) or old (age of its first
 //! record), whichever comes first, so memory is bounded and the event log is
 //! never staler than the age limit plus one insert.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use crate::rows::{Decoded, EventRow, Position, RejectedRow};
@@ -29,12 +30,8 @@ pub struct Batch {
     bytes: usize,
     /// When the first record of this batch arrived.
     opened_at: Option<Instant>,
-    /// Per partition, the offset to commit once this batch is written: the
-    /// *next* offset to read, i.e. the last handled offset + 1.
-    next_offsets: BTreeMap<i32, i64>,
-    /// Per partition, the first offset this batch handles: everything below
-    /// it was written and committed before.
-    first_offsets: BTreeMap<i32, i64>,
+    /// Partitions with records in this batch (rows or not).
+    partitions: BTreeSet<i32>,
 }
 
 impl Batch {
@@ -44,7 +41,7 @@ impl Batch {
             Decoded::Rejected(row) | Decoded::Poison(row) => self.rejected.push(row),
         }
         self.bytes += bytes;
-        self.mark_handled(position);
+        self.touch(position.partition);
     }
 
     /// An accepted record found already stored on takeover: only its profile
@@ -52,22 +49,14 @@ impl Batch {
     /// stopped before the feed.
     pub fn push_stored(&mut self, row: EventRow, position: Position) {
         self.to_feed.push(row);
-        self.mark_handled(position);
+        self.touch(position.partition);
     }
 
-    /// A record that needs no row (already stored) still moves its partition on.
-    pub fn mark_handled(&mut self, position: Position) {
+    /// A record of `partition` is in this batch, with a row or without (one
+    /// already stored, a repeat): the batch is due by its age from now on.
+    pub fn touch(&mut self, partition: i32) {
         self.opened_at.get_or_insert_with(Instant::now);
-        self.next_offsets
-            .insert(position.partition, position.offset + 1);
-        self.first_offsets
-            .entry(position.partition)
-            .or_insert(position.offset);
-    }
-
-    /// Per partition, the first offset this batch handles.
-    pub fn first_offsets(&self) -> &BTreeMap<i32, i64> {
-        &self.first_offsets
+        self.partitions.insert(partition);
     }
 
     pub fn rows(&self) -> usize {
@@ -75,7 +64,7 @@ impl Batch {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.next_offsets.is_empty()
+        self.partitions.is_empty()
     }
 
     pub fn is_full(&self, limits: &Limits) -> bool {
@@ -94,12 +83,19 @@ impl Batch {
         self.events.retain(|row| owned(row.kafka_partition));
         self.rejected.retain(|row| owned(row.kafka_partition));
         self.to_feed.retain(|row| owned(row.kafka_partition));
-        self.next_offsets
-            .retain(|partition, _| !revoked.contains(partition));
-        self.first_offsets
-            .retain(|partition, _| !revoked.contains(partition));
-        if self.next_offsets.is_empty() {
+        self.partitions
+            .retain(|partition| !revoked.contains(partition));
+        if self.partitions.is_empty() {
             *self = Self::default();
+        }
+    }
+
+    /// Keeps only the rows of `partitions` (those still in flight, see
+    /// [`crate::partitions::Partitions::in_flight`]).
+    pub fn keep_partitions(&mut self, partitions: &BTreeSet<i32>) {
+        let gone: Vec<i32> = self.partitions.difference(partitions).copied().collect();
+        if !gone.is_empty() {
+            self.drop_partitions(&gone);
         }
     }
 
@@ -125,7 +121,7 @@ impl Batch {
 
     /// Removes the rows of `partition` whose offsets are in `stored` (sorted)
     /// from what is to be written; accepted ones still get their profile feed.
-    /// Returns how many. Their offsets still get committed.
+    /// Returns how many.
     pub fn drop_stored(&mut self, partition: i32, stored: &[(u64, bool)]) -> usize {
         let is_stored = |p: u32, o: u64| {
             p as i32 == partition
@@ -144,11 +140,6 @@ impl Batch {
         self.to_feed.extend(stored_events);
         dropped
     }
-
-    /// Offsets to commit, leaving the batch empty for the next records.
-    pub fn finish(&mut self) -> BTreeMap<i32, i64> {
-        std::mem::take(self).next_offsets
-    }
 }
 
 #[cfg(test)]
@@ -165,38 +156,30 @@ mod tests {
     }
 
     #[test]
-    fn commits_the_offset_after_the_last_record_of_each_partition() {
-        let mut batch = Batch::default();
-        for (p, o) in [(0, 5), (1, 9), (0, 6)] {
-            let (row, position) = record(p, o);
-            batch.push(row, position, 10);
-        }
-        batch.mark_handled(Position {
-            partition: 2,
-            offset: 0,
-        });
-        assert_eq!(batch.rows(), 3);
-        let first: Vec<_> = batch.first_offsets().clone().into_iter().collect();
-        assert_eq!(first, vec![(0, 5), (1, 9), (2, 0)]);
-        let offsets: Vec<_> = batch.finish().into_iter().collect();
-        assert_eq!(offsets, vec![(0, 7), (1, 10), (2, 1)]);
-        assert!(batch.is_empty());
-    }
-
-    #[test]
-    fn revoked_partitions_leave_no_rows_and_no_offsets() {
+    fn revoked_partitions_leave_no_rows() {
         let mut batch = Batch::default();
         for (p, o) in [(0, 1), (1, 1), (1, 2)] {
             let (row, position) = record(p, o);
             batch.push(row, position, 10);
         }
+        batch.touch(2);
         batch.drop_partitions(&[1]);
         assert_eq!(batch.rows(), 1);
-        assert_eq!(batch.finish().into_iter().collect::<Vec<_>>(), vec![(0, 2)]);
+        batch.keep_partitions(&BTreeSet::from([1, 2]));
+        assert_eq!(batch.rows(), 0);
+        assert!(!batch.is_empty(), "partition 2 has a record without a row");
+        batch.drop_partitions(&[2]);
+        assert!(batch.is_empty() && batch.deadline(&LIMITS).is_none());
     }
 
+    const LIMITS: Limits = Limits {
+        max_rows: 10,
+        max_bytes: 1000,
+        max_age: Duration::from_secs(1),
+    };
+
     #[test]
-    fn rows_found_stored_are_dropped_but_still_committed() {
+    fn rows_found_stored_are_dropped_and_accepted_ones_still_fed() {
         let mut batch = Batch::default();
         for (p, o) in [(0, 5), (0, 6), (0, 7), (1, 3)] {
             let (row, position) = record(p, o);
@@ -212,8 +195,8 @@ mod tests {
         );
         assert_eq!(batch.rows(), 2);
         assert_eq!(
-            batch.finish().into_iter().collect::<Vec<_>>(),
-            vec![(0, 8), (1, 4)]
+            batch.lowest_offsets().into_iter().collect::<Vec<_>>(),
+            vec![(0, 6), (1, 3)]
         );
     }
 

@@ -15,8 +15,10 @@
 //! - [`http`], [`metrics`]: probes and Prometheus.
 
 pub mod batch;
+pub mod blockage;
 pub mod config;
 pub mod dedup;
+pub mod group;
 pub mod http;
 pub mod kafka;
 pub mod metrics;

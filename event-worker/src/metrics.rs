@@ -1,5 +1,6 @@
 //! Prometheus metrics of the worker, all named `powehi_worker_*`.
 
+use crate::rows::{Decoded, Position};
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -200,5 +201,33 @@ impl Metrics {
         let mut buffer = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buffer);
         String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    /// Counts a decoded record by verdict, and a rejection by its reasons.
+    pub fn count_decoded(&self, decoded: &Decoded, position: Position) {
+        let rejected = match decoded {
+            Decoded::Accepted(_) => {
+                self.events.with_label_values(&["accepted"]).inc();
+                return;
+            }
+            Decoded::Poison(row) => {
+                self.poison_records.inc();
+                tracing::warn!(
+                    partition = position.partition,
+                    offset = position.offset,
+                    "record is not a powehi envelope; stored as rejected"
+                );
+                row
+            }
+            Decoded::Rejected(row) => row,
+        };
+        self.events.with_label_values(&["rejected"]).inc();
+        let reasons: Vec<proto::Reason> =
+            serde_json::from_str(&rejected.reasons).unwrap_or_default();
+        for reason in reasons {
+            self.rejections
+                .with_label_values(&[reason.code.as_str()])
+                .inc();
+        }
     }
 }

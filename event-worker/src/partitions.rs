@@ -1,9 +1,9 @@
 //! The partitions this worker owns, each a small state machine:
 //!
 //! ```text
-//!   assigned ──first record──▶ loading ──queries answered──▶ live ──revoke──▶ (gone)
-//!      ▲                          │ revoke (answers dropped)          │
-//!      └──────── assign again (a new generation) ◀────────────────────┘
+//!   assigned ──first record──▶ loading ──queries answered──▶ live ──revoke──▶ revoking ──▶ (gone)
+//!      ▲                          │ revoke (answers dropped)                        │
+//!      └──────── assign again (a new generation) ◀──────────────────────────────────┘
 //! ```
 //!
 //! - **assigned**: the group gave it to us; nothing is known of what is stored.
@@ -14,23 +14,35 @@
 //!   asked: a partition revoked, or revoked and assigned again, while they ran
 //!   starts over.
 //! - **live**: records are handled in offset order; a stored one is skipped,
-//!   an itemId repeat within the window dropped.
-//! - **revoked**: forgotten at once, with everything the pipeline holds of it
-//!   (rows not written, held records, see [`crate::pipeline`]); nothing of it
-//!   is committed by this worker again. Its new owner starts from the last
-//!   committed offset.
+//!   an itemId repeat within the window dropped. Each partition keeps two
+//!   spans of handled offsets: the one *filling* (records of the batch being
+//!   built) and the one *writing* (records of the batch whose insert is in
+//!   flight, see [`crate::writer`]). Cutting a batch moves filling to writing;
+//!   a written batch's span is what gets committed.
+//! - **revoking**: the revoke callback waits until the insert in flight is
+//!   over (the [`crate::writer::InsertGate`]) before librdkafka gives the
+//!   partition up; then it is forgotten at once, spans included: its rows not
+//!   written are dropped, nothing of it is committed by this worker again, and
+//!   its new owner starts from the last committed offset.
 //!
-//! Invariants the pipeline relies on, kept here:
+//! Invariants, kept here (the pipeline only asks):
 //! 1. A record is handled only while its partition is owned and live, and only
 //!    with the takeover answers of the current generation.
 //! 2. Records of a partition are handled in offset order, so its stored set is
 //!    walked once and its window grows with the records.
-//! 3. What is committed for a partition (the batch's offsets, see
-//!    [`crate::batch`]) only ever follows records handled while it was owned;
-//!    the commit itself is refused by the group coordinator once it is not.
-//! 4. The insert in flight is the one thing that can outlive ownership (a
+//! 3. What is committed for a partition is the end of its writing span, once
+//!    that batch is written, and only while it is owned by the generation that
+//!    handled those records: a partition revoked (or revoked and assigned
+//!    again) while its batch was in flight has no writing span any more, so
+//!    nothing of it is committed and a failed insert of it is not retried. The
+//!    commit itself is refused by the group coordinator once it is not ours.
+//! 4. Before a batch is handed to the writer, ownership is confirmed by
+//!    committing where each filling span starts (everything below it is
+//!    committed already), see [`crate::pipeline`].
+//! 5. The insert in flight is the one thing that can outlive ownership (a
 //!    frozen process, an INSERT the server runs late): storage absorbs it
-//!    ([`crate::replay`]).
+//!    ([`crate::replay`]), and the verdict in it is the same any owner would
+//!    reach ([`crate::rows::decode`]).
 
 use std::collections::BTreeMap;
 
@@ -46,12 +58,23 @@ enum Stage {
     Live(StoredOffsets),
 }
 
+/// Offsets `first..next` of one partition, handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Span {
+    first: i64,
+    next: i64,
+}
+
 #[derive(Debug)]
 struct Owned {
     /// Bumped by every assignment: takeover answers carry the one they were
     /// asked for.
     generation: u64,
     stage: Stage,
+    /// Handled into the batch being built.
+    filling: Option<Span>,
+    /// Handled into the batch being written, not committed yet.
+    writing: Option<Span>,
 }
 
 /// A takeover in progress: which generation of which partition asked.
@@ -84,6 +107,8 @@ impl Partitions {
             let owned = Owned {
                 generation: self.generations,
                 stage: Stage::Assigned,
+                filling: None,
+                writing: None,
             };
             self.owned.insert(partition, owned);
             self.recent.forget(partition);
@@ -117,6 +142,7 @@ impl Partitions {
             Owned {
                 stage: Stage::Assigned,
                 generation,
+                ..
             } => Some(Takeover {
                 partition,
                 generation: *generation,
@@ -153,6 +179,60 @@ impl Partitions {
             self.recent.load(takeover.partition, window);
         }
         true
+    }
+
+    /// The record at `offset` of `partition` is handled (a row in the batch,
+    /// or nothing to write): its partition's filling span reaches past it.
+    pub fn handled(&mut self, partition: i32, offset: i64) {
+        if let Some(owned) = self.owned.get_mut(&partition) {
+            let span = owned.filling.get_or_insert(Span {
+                first: offset,
+                next: offset,
+            });
+            span.next = offset + 1;
+        }
+    }
+
+    /// Per partition with records in the batch being built, the offset it
+    /// starts from: committing these changes nothing for the group (all below
+    /// is committed) but is refused when this member's generation is stale.
+    pub fn fence_offsets(&self) -> BTreeMap<i32, i64> {
+        self.owned
+            .iter()
+            .filter_map(|(&p, owned)| Some((p, owned.filling?.first)))
+            .collect()
+    }
+
+    /// The batch being built is handed to the writer: its spans become the
+    /// ones in flight. The batch before must have been settled.
+    pub fn cut(&mut self) {
+        for owned in self.owned.values_mut() {
+            debug_assert!(
+                owned.writing.is_none(),
+                "a batch cut before the last one settled"
+            );
+            owned.writing = owned.filling.take();
+        }
+    }
+
+    /// The partitions whose rows in flight may still be written: owned by the
+    /// generation that handled them.
+    pub fn in_flight(&self) -> std::collections::BTreeSet<i32> {
+        self.owned
+            .iter()
+            .filter(|(_, owned)| owned.writing.is_some())
+            .map(|(&p, _)| p)
+            .collect()
+    }
+
+    /// The batch in flight is written: the offsets to commit (the next one to
+    /// read), for the partitions still owned by the generation that handled
+    /// its records.
+    pub fn written(&mut self) -> BTreeMap<i32, i64> {
+        self.owned
+            .iter_mut()
+            .filter_map(|(&p, owned)| Some((p, owned.writing.take()?.next)))
+            .collect()
     }
 
     /// How the record at `offset` of a live partition is already stored, if it is.
@@ -225,6 +305,59 @@ mod tests {
             "the new generation starts over"
         );
         assert_eq!(owned.stored(3, 7), None);
+    }
+
+    #[test]
+    fn a_written_batch_commits_the_next_offset_of_each_partition_it_handled() {
+        let mut owned = partitions();
+        owned.assign(&[0, 1, 2]);
+        for (p, o) in [(0, 5), (1, 9), (0, 6)] {
+            owned.handled(p, o);
+        }
+        assert_eq!(
+            owned.fence_offsets().into_iter().collect::<Vec<_>>(),
+            vec![(0, 5), (1, 9)]
+        );
+        owned.cut();
+        assert!(owned.fence_offsets().is_empty());
+        owned.handled(2, 0); // the next batch fills meanwhile
+        assert_eq!(
+            owned.in_flight().into_iter().collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+        assert_eq!(
+            owned.written().into_iter().collect::<Vec<_>>(),
+            vec![(0, 7), (1, 10)]
+        );
+        assert!(owned.written().is_empty(), "committed once");
+        owned.cut();
+        assert_eq!(
+            owned.written().into_iter().collect::<Vec<_>>(),
+            vec![(2, 1)]
+        );
+    }
+
+    #[test]
+    fn a_partition_revoked_while_its_batch_was_written_is_not_committed() {
+        let mut owned = partitions();
+        owned.assign(&[0, 1]);
+        owned.handled(0, 5);
+        owned.handled(1, 3);
+        owned.cut();
+        // Revoked and assigned again while the insert ran: a new generation.
+        owned.revoke(&[0]);
+        owned.assign(&[0]);
+        owned.handled(0, 5);
+        assert_eq!(owned.in_flight().into_iter().collect::<Vec<_>>(), vec![1]);
+        assert_eq!(
+            owned.written().into_iter().collect::<Vec<_>>(),
+            vec![(1, 4)]
+        );
+        assert_eq!(
+            owned.fence_offsets().into_iter().collect::<Vec<_>>(),
+            vec![(0, 5)],
+            "the new generation starts from what it handles itself"
+        );
     }
 
     #[test]

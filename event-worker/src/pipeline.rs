@@ -3,8 +3,9 @@
 //! Contract: a Kafka offset is committed only after every record below it is in
 //! ClickHouse (as an event or a rejection, and an accepted one in the profile
 //! feed); a record written twice is absorbed by storage (the argument is in
-//! [`crate::replay`]). Records of one partition are handled in order, by the
-//! state machine of [`crate::partitions`] (assigned → loading → live).
+//! [`crate::replay`]). Each owned partition is a state machine of
+//! [`crate::partitions`] (assigned → loading → live → revoking), which keeps
+//! the invariants: what is committed, for which partitions, and when.
 //!
 //! One task consumes, decodes and batches; a full batch is written by a task of
 //! its own while the next one fills (see [`crate::writer`]), and is committed
@@ -12,7 +13,7 @@
 //! callbacks only run inside `recv()`; a revoke waits there until the insert in
 //! flight is over, so when a partition is revoked the only thing left to do is
 //! to forget its unwritten rows (the new owner reads them from the committed
-//! offset) and not to commit it.
+//! offset); [`crate::partitions`] no longer names it for a commit.
 //! While ClickHouse cannot be written, the owned partitions are paused (no new
 //! records pile up) but the consumer is still polled, so it keeps its group
 //! membership and still serves rebalances; the failed batch is retried with
@@ -30,22 +31,23 @@
 //! commit and the insert; what still slips through is absorbed by idempotent
 //! storage (see [`crate::replay`]).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use proto::follower::ConfigFollower;
 
 use crate::batch::{Batch, Limits};
+use crate::blockage::{Blockage, Blocker};
 use crate::dedup::RecentItems;
+use crate::group::GroupConsumer;
 use crate::http::Blocked;
 use crate::kafka::{RebalanceEvent, WorkerContext};
 use crate::metrics::Metrics;
@@ -56,50 +58,15 @@ use crate::rows::{config_position, decode, Decoded, Position};
 use crate::store::{Store, StoreError};
 use crate::writer::{self, InsertGate, Written};
 
-/// Backoff between attempts while something blocks writing: doubles from
-/// the first to the cap.
-const FIRST_BACKOFF: Duration = Duration::from_millis(250);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
 /// How long past the first replayed record's Kafka timestamp the dedup window
 /// is loaded from: the gateway stamps `receivedAt` before it produces, so a
 /// record's timestamp can be this much later than its receive time.
 const RECEIVE_TO_PRODUCE_SLACK_MS: u64 = 60_000;
 
-/// What keeps the pipeline from writing, while it waits.
-enum Blocker {
-    ClickHouse(StoreError),
-    Ownership(KafkaError),
-}
-
-impl Blocker {
-    /// The `powehi_worker_blocked` label.
-    fn label(&self) -> &'static str {
-        match self {
-            Blocker::ClickHouse(error) if error.is_refusal() => "clickhouse_refused",
-            Blocker::ClickHouse(_) => "clickhouse_unavailable",
-            Blocker::Ownership(_) => "ownership_unconfirmed",
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Blocker::ClickHouse(error) if error.is_refusal() => {
-                format!("clickhouse refused the batch (an exception about its rows): {error}")
-            }
-            Blocker::ClickHouse(error) => format!("clickhouse cannot be written: {error}"),
-            Blocker::Ownership(error) => {
-                format!("partition ownership not confirmed by the group coordinator: {error}")
-            }
-        }
-    }
-}
-
 pub struct Pipeline {
-    consumer: StreamConsumer<WorkerContext>,
+    group: GroupConsumer,
     rebalances: mpsc::Receiver<RebalanceEvent>,
     store: Store,
-    topic: String,
     limits: Limits,
     metrics: Arc<Metrics>,
     /// Event schemas, as of the config log.
@@ -109,26 +76,20 @@ pub struct Pipeline {
     batch: Batch,
     /// The batch being written, at most one.
     writing: Option<JoinHandle<Written>>,
-    /// Partitions revoked while that batch was written: not to be committed,
-    /// and not to be written again if the insert failed.
-    revoked_while_writing: BTreeSet<i32>,
     /// A batch whose insert failed, retried before anything else is written.
     retrying: Batch,
     insert_gate: Arc<InsertGate>,
     /// The partitions this worker owns, each with its takeover state, stored
-    /// offsets and dedup window (see [`crate::partitions`]).
+    /// offsets, dedup window and the offsets each batch lets us commit (see
+    /// [`crate::partitions`]).
     partitions: Partitions,
     /// Records received while waiting for ClickHouse, handled before new ones.
     held: VecDeque<OwnedMessage>,
     /// What writing waits for now, if anything (partitions paused meanwhile).
-    blocked_by: Option<&'static str>,
-    /// The next wait while blocked.
-    backoff: Duration,
+    blockage: Blockage,
     /// Since when the batch being retried has been refused row by row with
     /// nothing written (see [`writer::write_isolating`]).
     refused_alone_since: Option<Instant>,
-    /// Shared with the health endpoint: why writing waits.
-    blocked: Arc<Blocked>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -151,25 +112,21 @@ impl Pipeline {
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
-            consumer,
+            blockage: Blockage::new(metrics.clone(), blocked),
+            group: GroupConsumer::new(consumer, topic),
             rebalances,
             store,
-            topic,
             limits,
             metrics,
             config,
             profiles: ProfileCounter::default(),
             batch: Batch::default(),
             writing: None,
-            revoked_while_writing: BTreeSet::new(),
             retrying: Batch::default(),
             insert_gate,
             partitions: Partitions::new(recent),
             held: VecDeque::new(),
-            blocked_by: None,
-            backoff: FIRST_BACKOFF,
             refused_alone_since: None,
-            blocked,
             shutdown,
         }
     }
@@ -188,7 +145,7 @@ impl Pipeline {
                 let deadline = self.batch.deadline(&self.limits);
                 tokio::select! {
                     _ = shutdown.changed() => break,
-                    received = recv_or_tick(&self.consumer) => match received {
+                    received = self.group.recv_or_tick() => match received {
                         Some(Ok(message)) => self.hold(message),
                         Some(Err(error)) => {
                             tracing::warn!(%error, "kafka consumer error");
@@ -226,11 +183,10 @@ impl Pipeline {
         );
         let mut in_flight_written = true;
         if let Some(mut task) = self.writing.take() {
-            let mut written = join(&mut task).await;
-            self.forget_revoked(&mut written.batch);
-            in_flight_written = written.result.is_ok();
+            in_flight_written = join(&mut task).await.result.is_ok();
             if in_flight_written {
-                self.commit(&written.batch.finish());
+                let offsets = self.partitions.written();
+                self.commit(&offsets);
             }
         }
         // A later batch is committed only once every earlier one is written.
@@ -239,12 +195,13 @@ impl Pipeline {
         } else if !self.batch.is_empty() {
             if let Err(error) = self.confirm_ownership() {
                 tracing::warn!(%error, "last batch not written: ownership not confirmed; it will be read again");
-                self.consumer.unsubscribe();
+                self.group.unsubscribe();
                 return;
             }
+            self.partitions.cut();
             match writer::write_once(&self.store, &self.metrics, &mut self.batch).await {
                 Ok(()) => {
-                    let offsets = self.batch.finish();
+                    let offsets = self.partitions.written();
                     self.commit(&offsets);
                 }
                 Err(error) => {
@@ -252,7 +209,7 @@ impl Pipeline {
                 }
             }
         }
-        self.consumer.unsubscribe();
+        self.group.unsubscribe();
         tracing::info!("stopped");
     }
 
@@ -279,7 +236,7 @@ impl Pipeline {
         let already_stored = self.partitions.stored(position.partition, position.offset);
         if already_stored == Some(Stored::Rejected) {
             self.metrics.records_skipped.inc();
-            self.batch.mark_handled(position);
+            self.handled_without_row(position);
             return Ok(());
         }
         let payload = message.payload().unwrap_or_default();
@@ -290,8 +247,11 @@ impl Pipeline {
             // stored it stopped before the feed (idempotent, see crate::profiles).
             self.metrics.records_skipped.inc();
             match decoded {
-                Decoded::Accepted(row) => self.batch.push_stored(row, position),
-                _ => self.batch.mark_handled(position),
+                Decoded::Accepted(row) => {
+                    self.batch.push_stored(row, position);
+                    self.partitions.handled(position.partition, position.offset);
+                }
+                _ => self.handled_without_row(position),
             }
             return Ok(());
         }
@@ -304,13 +264,24 @@ impl Pipeline {
             );
             if repeat {
                 self.metrics.duplicates.inc();
-                self.batch.mark_handled(position);
+                self.handled_without_row(position);
                 return Ok(());
             }
         }
-        self.count(&decoded, position);
+        if let Decoded::Accepted(row) = &decoded {
+            self.profiles.observe(row, &self.metrics.profiles);
+        }
+        self.metrics.count_decoded(&decoded, position);
         self.batch.push(decoded, position, payload.len());
+        self.partitions.handled(position.partition, position.offset);
         Ok(())
+    }
+
+    /// A record that needs no row (already stored, a repeat) still moves its
+    /// partition on: the batch's commit steps over it.
+    fn handled_without_row(&mut self, position: Position) {
+        self.batch.touch(position.partition);
+        self.partitions.handled(position.partition, position.offset);
     }
 
     /// Waits until this worker's config follower has applied the log up to
@@ -392,35 +363,6 @@ impl Pipeline {
         Ok(self.partitions.go_live(takeover, stored, window))
     }
 
-    fn count(&mut self, decoded: &Decoded, position: Position) {
-        let rejected = match decoded {
-            Decoded::Accepted(row) => {
-                self.metrics.events.with_label_values(&["accepted"]).inc();
-                self.profiles.observe(row, &self.metrics.profiles);
-                return;
-            }
-            Decoded::Poison(row) => {
-                self.metrics.poison_records.inc();
-                tracing::warn!(
-                    partition = position.partition,
-                    offset = position.offset,
-                    "record is not a powehi envelope; stored as rejected"
-                );
-                row
-            }
-            Decoded::Rejected(row) => row,
-        };
-        self.metrics.events.with_label_values(&["rejected"]).inc();
-        let reasons: Vec<proto::Reason> =
-            serde_json::from_str(&rejected.reasons).unwrap_or_default();
-        for reason in reasons {
-            self.metrics
-                .rejections
-                .with_label_values(&[reason.code.as_str()])
-                .inc();
-        }
-    }
-
     /// Hands the full batch to the writer, once the one before it is written
     /// and committed, and once this worker's ownership of the batch's
     /// partitions is confirmed (see the module doc).
@@ -437,6 +379,7 @@ impl Pipeline {
         if self.batch.is_empty() {
             return Ok(());
         }
+        self.partitions.cut();
         let batch = std::mem::take(&mut self.batch);
         self.writing = Some(writer::spawn(
             self.store.clone(),
@@ -448,24 +391,18 @@ impl Pipeline {
     }
 
     /// After a write attempt: retries what is left until it is written, then
-    /// commits. Partitions revoked meanwhile are neither written nor committed.
+    /// commits. Partitions revoked meanwhile are neither written nor committed
+    /// (see [`crate::partitions`], invariant 3).
     async fn settle(&mut self, written: Written) -> Result<(), ShuttingDown> {
         let Written { mut batch, result } = written;
-        self.forget_revoked(&mut batch);
         if let Err(error) = result {
+            batch.keep_partitions(&self.partitions.in_flight());
             self.retrying = batch;
             self.retry(error).await?;
-            batch = std::mem::take(&mut self.retrying);
         }
-        self.commit(&batch.finish());
+        let offsets = self.partitions.written();
+        self.commit(&offsets);
         Ok(())
-    }
-
-    fn forget_revoked(&mut self, batch: &mut Batch) {
-        let revoked = std::mem::take(&mut self.revoked_while_writing);
-        if !revoked.is_empty() {
-            batch.drop_partitions(&revoked.into_iter().collect::<Vec<_>>());
-        }
     }
 
     /// Confirms with the group coordinator that this worker still owns the
@@ -474,7 +411,7 @@ impl Pipeline {
     /// already, so the commit changes nothing, but it is refused when this
     /// member's generation is stale.
     fn confirm_ownership(&self) -> KafkaResult<()> {
-        self.commit_owned(self.batch.first_offsets())
+        self.group.commit_sync(&self.partitions.fence_offsets())
     }
 
     /// Writes `self.retrying` until ClickHouse takes it, pausing consumption
@@ -549,36 +486,20 @@ impl Pipeline {
         }
     }
 
-    /// Pauses the owned partitions and waits a backoff step (doubling up to
-    /// [`MAX_BACKOFF`]) while still polling the consumer (group membership,
-    /// rebalances); says why on `/readyz` and in `powehi_worker_blocked`.
+    /// Pauses the owned partitions and waits a backoff step (see
+    /// [`crate::blockage`]) while still polling the consumer (group
+    /// membership, rebalances).
     async fn wait_out(&mut self, blocker: Blocker) -> Result<(), ShuttingDown> {
-        if matches!(blocker, Blocker::ClickHouse(_)) {
-            self.metrics.clickhouse_errors.inc();
+        let (wait, newly) = self.blockage.enter(&blocker);
+        if newly {
+            self.group.pause(&self.partitions.owned());
         }
-        let label = blocker.label();
-        if self.blocked_by != Some(label) {
-            if let Some(previous) = self.blocked_by.replace(label) {
-                self.metrics.blocked.with_label_values(&[previous]).set(0);
-            } else {
-                self.metrics.paused.set(1);
-                self.pause(&self.partitions.owned());
-            }
-            tracing::warn!(
-                reason = blocker.describe(),
-                "writing paused until this clears"
-            );
-            self.metrics.blocked.with_label_values(&[label]).set(1);
-            self.blocked.set(Some(blocker.describe()));
-        }
-        tracing::debug!(reason = blocker.describe(), backoff = ?self.backoff, "retrying after backoff");
-        let until = tokio::time::Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        let until = tokio::time::Instant::now() + wait;
         let mut shutdown = self.shutdown.clone();
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return Err(ShuttingDown),
-                received = recv_or_tick(&self.consumer) => {
+                received = self.group.recv_or_tick() => {
                     if let Some(Ok(message)) = received {
                         self.hold(message);
                     }
@@ -593,28 +514,8 @@ impl Pipeline {
     }
 
     fn resume_if_paused(&mut self) {
-        let Some(label) = self.blocked_by.take() else {
-            return;
-        };
-        self.backoff = FIRST_BACKOFF;
-        self.metrics.blocked.with_label_values(&[label]).set(0);
-        self.metrics.paused.set(0);
-        self.blocked.set(None);
-        self.resume(&self.partitions.owned());
-        tracing::info!(was = label, "writing possible again: consumption resumed");
-    }
-
-    fn resume(&self, partitions: &[i32]) {
-        let list = self.partition_list(partitions.iter().map(|&p| (p, Offset::Invalid)));
-        if let Err(error) = self.consumer.resume(&list) {
-            tracing::warn!(%error, "cannot resume partitions");
-        }
-    }
-
-    fn pause(&self, partitions: &[i32]) {
-        let list = self.partition_list(partitions.iter().map(|&p| (p, Offset::Invalid)));
-        if let Err(error) = self.consumer.pause(&list) {
-            tracing::warn!(%error, "cannot pause partitions");
+        if self.blockage.clear() {
+            self.group.resume(&self.partitions.owned());
         }
     }
 
@@ -636,9 +537,6 @@ impl Pipeline {
                     tracing::info!(?partitions, "partitions revoked");
                     self.batch.drop_partitions(&partitions);
                     self.retrying.drop_partitions(&partitions);
-                    if self.writing.is_some() {
-                        self.revoked_while_writing.extend(&partitions);
-                    }
                     self.held.retain(|m| !partitions.contains(&m.partition()));
                     self.partitions.revoke(&partitions);
                 }
@@ -648,10 +546,10 @@ impl Pipeline {
                     // librdkafka keeps a partition's pause across a revoke and
                     // a new assignment: a partition paused while it was ours
                     // before would stay paused forever unless set here.
-                    if self.blocked_by.is_some() {
-                        self.pause(&partitions);
+                    if self.blockage.is_blocked() {
+                        self.group.pause(&partitions);
                     } else {
-                        self.resume(&partitions);
+                        self.group.resume(&partitions);
                     }
                 }
             }
@@ -666,54 +564,13 @@ impl Pipeline {
     /// until then a crash replays it and [`crate::replay`] skips what is stored).
     fn commit(&self, next_offsets: &BTreeMap<i32, i64>) {
         // The *next* offset to read (last handled + 1), as Kafka expects.
-        match self.commit_owned(next_offsets) {
+        match self.group.commit_sync(next_offsets) {
             Ok(()) => self.metrics.commits.with_label_values(&["ok"]).inc(),
             Err(error) => {
                 self.metrics.commits.with_label_values(&["error"]).inc();
                 tracing::warn!(%error, "offset commit failed; the range will be replayed and deduplicated if needed");
             }
         }
-    }
-
-    /// Synchronously commits `offsets` of the partitions this worker owns
-    /// (nothing to commit is a success).
-    fn commit_owned(&self, offsets: &BTreeMap<i32, i64>) -> KafkaResult<()> {
-        let owned = offsets.iter().filter(|(p, _)| self.partitions.owns(**p));
-        let list = self.partition_list(owned.map(|(&p, &offset)| (p, Offset::Offset(offset))));
-        if list.count() == 0 {
-            return Ok(());
-        }
-        tokio::task::block_in_place(|| self.consumer.commit(&list, CommitMode::Sync))
-    }
-
-    fn partition_list(
-        &self,
-        partitions: impl Iterator<Item = (i32, Offset)>,
-    ) -> TopicPartitionList {
-        let mut list = TopicPartitionList::new();
-        for (partition, offset) in partitions {
-            if let Err(error) = list.add_partition_offset(&self.topic, partition, offset) {
-                tracing::warn!(%error, partition, "cannot build partition list");
-            }
-        }
-        list
-    }
-}
-
-/// How often `recv()` is restarted when nothing arrives.
-const POLL_TICK: Duration = Duration::from_millis(100);
-
-/// `recv()`, given up after [`POLL_TICK`]. The StreamConsumer is only woken
-/// when its queue goes from empty to non-empty; an event that lands on a
-/// non-empty queue (a rebalance behind a statistics event, say) can then sit
-/// unserved until the next message arrives, which may be never: the partition
-/// assignment would not be applied. Polling again on every tick serves it.
-async fn recv_or_tick(
-    consumer: &StreamConsumer<WorkerContext>,
-) -> Option<KafkaResult<OwnedMessage>> {
-    match tokio::time::timeout(POLL_TICK, consumer.recv()).await {
-        Ok(received) => Some(received.map(|message| message.detach())),
-        Err(_) => None,
     }
 }
 
