@@ -172,6 +172,10 @@ wait_ready() {  # URL PID WHAT
     return 1
 }
 
+cpu_ticks() {  # user + system CPU of a live process, in clock ticks
+    awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0
+}
+
 peak_rss_kb() {  # VmHWM of a live process, in kB
     awk '/^VmHWM:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0
 }
@@ -392,7 +396,18 @@ start_worker worker_fresh "$RAW_FRESH" "${DB}_fresh" "powehi-bench-$ID-fresh"
 W_FRESH_PID=$W_PID
 # The pipeline's own max: single-event requests while a worker consumes them,
 # all on this machine. Then the worker catches up before freshness is measured.
+# Who spends the two cores meanwhile: CPU seconds of each server process.
+CPU_PIDS=("$GW_FRESH_PID" "$W_FRESH_PID" "$("$ROOT/deploy/local/kafka.sh" pid)" "$("$ROOT/deploy/local/clickhouse.sh" pid || echo 0)")
+CPU_BEFORE=(); for pid in "${CPU_PIDS[@]}"; do CPU_BEFORE+=("$(cpu_ticks "$pid")"); done
+CPU_STARTED=$(now)
 measure_max pipeline_b1 http --url "$GW_URL" "${HTTP_COMMON[@]}" --batch 1 "${REQ_CAP[@]}"
+CPU_AFTER=(); for pid in "${CPU_PIDS[@]}"; do CPU_AFTER+=("$(cpu_ticks "$pid")"); done
+awk -v tick="$(getconf CLK_TCK)" -v wall="$(awk -v a="$CPU_STARTED" -v b="$(now)" 'BEGIN { print b - a }')" \
+    -v before="${CPU_BEFORE[*]}" -v after="${CPU_AFTER[*]}" 'BEGIN {
+        split(before, b, " "); split(after, a, " "); split("gateway worker kafka clickhouse", n, " ")
+        printf "{\"wall_s\": %.1f", wall
+        for (i = 1; i <= 4; i++) printf ", \"%s_cpu_s\": %.1f", n[i], (a[i] - b[i]) / tick
+        print "}" }' >"$WORK/pipeline_cpu.json"
 pipeline_events=$(jget "$WORK/pipeline_b1.json" ok_requests)
 for _ in $(seq "$((BENCH_WORKER_TIMEOUT * 10))"); do
     stored=$(stored_rows "${DB}_fresh")
@@ -403,12 +418,16 @@ done
 # half of the pipeline's.
 FRESH_RATE=${BENCH_FRESH_RATE:-$(rate_of 0.5 "$MAX_RPS")}
 PIPE_RATE=${BENCH_FRESH_RATE:-$(rate_of 0.5 "$(jget "$WORK/pipeline_b1.json" requests_per_s)")}
-for run in "freshness $FRESH_RATE" "freshness_pipeline $PIPE_RATE"; do
-    # shellcheck disable=SC2086  # split on purpose: NAME RATE
+# The last run polls `events` instead of `event_log` (which reads FINAL, and on
+# 18.16 merges the whole month's partition on every poll): what the pipeline
+# delivers, beside what the exact view costs its reader.
+for run in "freshness $FRESH_RATE event_log" "freshness_pipeline $PIPE_RATE event_log" \
+    "freshness_pipeline_events $PIPE_RATE events"; do
+    # shellcheck disable=SC2086  # split on purpose: NAME RATE TABLE
     set -- $run
     measure "$1" freshness --url "$GW_URL" --client-id "$CLIENT" --token "$KEY" \
         --rate "$2" --duration "$BENCH_FRESH_DURATION" --connections "$BENCH_CONNECTIONS" \
-        --database "${DB}_fresh" --table event_log
+        --database "${DB}_fresh" --table "$3"
 done
 echo "{\"gateway_peak_rss_kb\": $(peak_rss_kb "$GW_FRESH_PID"), \"worker_peak_rss_kb\": $(peak_rss_kb "$W_FRESH_PID")}" >"$WORK/fresh_rss.json"
 stop_started "$GW_FRESH_PID" "$W_FRESH_PID"

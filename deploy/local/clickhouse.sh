@@ -149,15 +149,15 @@ cmd_status() {
 main() {
     local cmd=${1:-}
     case $cmd in
-    start | stop | status | restart) ;;
+    start | stop | status | restart | pid) ;;
     *)
-        echo "usage: $0 {start|stop|status|restart}" >&2
+        echo "usage: $0 {start|stop|status|restart|pid}" >&2
         exit 2
         ;;
     esac
     mkdir -p "$RUN_DIR" "$LOG_DIR"
     # Serialize start/stop of the same cache (e.g. up.sh racing a test).
-    if [[ $cmd != status ]]; then
+    if [[ $cmd != status && $cmd != pid ]]; then
         exec 9>"$RUN_DIR/clickhouse.lock"
         flock 9
     fi
@@ -165,6 +165,7 @@ main() {
     start) cmd_start ;;
     stop) cmd_stop ;;
     status) cmd_status ;;
+    pid) running_pid ;;
     restart)
         cmd_stop
         cmd_start
