@@ -48,12 +48,17 @@ pub struct DataSource {
     pub enabled: bool,
     key_hashes: Vec<KeyHash>,
     pub rate_limiter: Option<RateLimiter>,
+    /// Refused events it may still have recorded in the event log this second
+    /// (see [`crate::ingest`]).
+    pub refusal_budget: RateLimiter,
+    /// Profile reads of `/context` (ClickHouse queries) it may still make.
+    pub context_budget: RateLimiter,
     /// What it was built from, to rebuild only what changed.
     record: DataSourceRecord,
 }
 
 impl DataSource {
-    pub fn from_record(record: &DataSourceRecord) -> Self {
+    pub fn from_record(record: &DataSourceRecord, limits: &SourceLimits) -> Self {
         Self {
             id: record.id.clone(),
             enabled: record.enabled,
@@ -63,7 +68,17 @@ impl DataSource {
                 .iter()
                 .filter_map(|t| parse_key_hash(&t.hash))
                 .collect(),
-            rate_limiter: record.max_events_per_second.map(RateLimiter::per_second),
+            rate_limiter: record
+                .max_events_per_second
+                .map(|limit| RateLimiter::per_second(limit, limits.rate_share)),
+            refusal_budget: RateLimiter::per_second(
+                limits.refusals_recorded_per_second,
+                limits.rate_share,
+            ),
+            context_budget: RateLimiter::per_second(
+                limits.context_reads_per_second,
+                limits.rate_share,
+            ),
             record: record.clone(),
         }
     }
@@ -78,9 +93,38 @@ impl DataSource {
 }
 
 /// All data sources this gateway knows, by id, kept in step with the config log.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Registry {
     known: RwLock<Known>,
+    limits: SourceLimits,
+}
+
+/// Per-data-source budgets every source gets from the gateway's flags.
+#[derive(Debug, Clone)]
+pub struct SourceLimits {
+    /// Gateways sharing each source's limits: each enforces its share (see
+    /// [`crate::ratelimit`]).
+    pub rate_share: u32,
+    /// Refused events recorded per source and second, across the gateways.
+    pub refusals_recorded_per_second: u32,
+    /// Profile reads (`/context`) per source and second, across the gateways.
+    pub context_reads_per_second: u32,
+}
+
+impl Default for SourceLimits {
+    fn default() -> Self {
+        Self {
+            rate_share: 1,
+            refusals_recorded_per_second: 1_000,
+            context_reads_per_second: 100,
+        }
+    }
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new(SourceLimits::default())
+    }
 }
 
 /// The data sources of one config snapshot and that snapshot's position,
@@ -103,6 +147,13 @@ pub struct Authenticated {
 }
 
 impl Registry {
+    pub fn new(limits: SourceLimits) -> Self {
+        Self {
+            known: RwLock::default(),
+            limits,
+        }
+    }
+
     /// Makes the registry match `snapshot`. A data source whose record did not
     /// change is kept as it is, rate-limit budget included.
     pub fn sync(&self, snapshot: &ConfigSnapshot) {
@@ -118,9 +169,10 @@ impl Registry {
                 .get(id)
                 .is_none_or(|current| current.record != *record)
             {
-                known
-                    .sources
-                    .insert(id.clone(), Arc::new(DataSource::from_record(record)));
+                known.sources.insert(
+                    id.clone(),
+                    Arc::new(DataSource::from_record(record, &self.limits)),
+                );
             }
         }
         known.position = Some(snapshot.position);

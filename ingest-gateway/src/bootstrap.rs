@@ -1,19 +1,23 @@
 //! `POWEHI_BOOTSTRAP`: config as code, upserted into the config log at start.
 //!
-//! Declared data sources get their declared name, enabled flag, rate and write
-//! keys; keys added through the admin API are kept (a declared key is always
-//! live, so revoke it by removing it from the file *and* through the API).
-//! A declared schema that differs from the latest version becomes a new
-//! version. Nothing is written when the log already says what the file says,
-//! so restarting gateways does not churn versions; two gateways starting with
-//! the same file write identical records under identical keys.
+//! Declared data sources get their declared name, rate and write keys; keys
+//! added through the admin API are kept (a declared key is always live, so
+//! revoke it by removing it from the file *and* through the API). The declared
+//! `enabled` applies when the file creates the source: afterwards enabling and
+//! disabling belong to the admin API, so a restart never re-enables a source
+//! an operator disabled. A declared schema that differs from the latest
+//! version becomes a new version. Nothing is written when the log already says
+//! what the file says, so restarting gateways does not churn versions; each
+//! write is conditional (see [`crate::configlog`]), so two gateways starting
+//! with the same file make one write, and neither undoes an admin change made
+//! meanwhile.
 
 use std::path::Path;
 
 use anyhow::Context;
 use proto::config::{
     data_source_key, schema_key, Bootstrap, ConfigRecord, ConfigSnapshot, DataSourceRecord,
-    DataSourceSpec, EventSchemaRecord, TokenRecord,
+    DataSourceSpec, EventSchemaRecord, EventSchemaSpec, TokenRecord,
 };
 use proto::schema::check_definition;
 
@@ -52,31 +56,54 @@ pub fn check_data_source_id(id: &str) -> Result<(), String> {
     }
 }
 
-/// The records to write so that the log says what `bootstrap` declares.
+/// One thing the file declares.
+#[derive(Debug, Clone, Copy)]
+pub enum Declared<'a> {
+    Source(&'a DataSourceSpec),
+    Schema(&'a EventSchemaSpec),
+}
+
+pub fn declared(bootstrap: &Bootstrap) -> impl Iterator<Item = Declared<'_>> {
+    let sources = bootstrap.data_sources.iter().map(Declared::Source);
+    sources.chain(bootstrap.event_schemas.iter().map(Declared::Schema))
+}
+
+/// The record to write so that `current` says what `item` declares, if any.
+pub fn upsert(
+    item: Declared<'_>,
+    current: &ConfigSnapshot,
+) -> Result<Option<(String, ConfigRecord)>, String> {
+    Ok(match item {
+        Declared::Source(spec) => {
+            let desired = desired_data_source(spec, current.data_sources.get(&spec.id))?;
+            (current.data_sources.get(&spec.id) != Some(&desired))
+                .then(|| (data_source_key(&spec.id), ConfigRecord::DataSource(desired)))
+        }
+        Declared::Schema(schema) => {
+            let latest = current.latest_schema(&schema.event_type);
+            (latest.map(|l| &l.schema) != Some(schema)).then(|| {
+                let version = latest.map_or(1, |l| l.version + 1);
+                let record = EventSchemaRecord {
+                    version,
+                    schema: schema.clone(),
+                };
+                (
+                    schema_key(&schema.event_type, version),
+                    ConfigRecord::EventSchema(record),
+                )
+            })
+        }
+    })
+}
+
+/// Every record to write so that `current` says what `bootstrap` declares.
 pub fn upserts(
     bootstrap: &Bootstrap,
     current: &ConfigSnapshot,
 ) -> Result<Vec<(String, ConfigRecord)>, String> {
     let mut writes = Vec::new();
-    for spec in &bootstrap.data_sources {
-        let desired = desired_data_source(spec, current.data_sources.get(&spec.id))?;
-        if current.data_sources.get(&spec.id) != Some(&desired) {
-            writes.push((data_source_key(&spec.id), ConfigRecord::DataSource(desired)));
-        }
-    }
-    for schema in &bootstrap.event_schemas {
-        let latest = current.latest_schema(&schema.event_type);
-        if latest.map(|l| &l.schema) != Some(schema) {
-            let version = latest.map_or(1, |l| l.version + 1);
-            let record = EventSchemaRecord {
-                version,
-                schema: schema.clone(),
-            };
-            writes.push((
-                schema_key(&schema.event_type, version),
-                ConfigRecord::EventSchema(record),
-            ));
-        }
+    for item in declared(bootstrap) {
+        writes.extend(upsert(item, current)?);
     }
     Ok(writes)
 }
@@ -112,7 +139,8 @@ fn desired_data_source(
     Ok(DataSourceRecord {
         id: spec.id.clone(),
         name: spec.name.clone(),
-        enabled: spec.enabled,
+        // The file's flag creates; the admin API changes it afterwards.
+        enabled: current.map_or(spec.enabled, |c| c.enabled),
         tokens,
         max_events_per_second: spec.max_events_per_second,
     })
@@ -165,6 +193,33 @@ mod tests {
         let writes = upserts(&v2, &snapshot).unwrap_or_default();
         let keys: Vec<&str> = writes.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, vec![schema_key("view", 2).as_str()]);
+    }
+
+    #[test]
+    fn a_restart_never_re_enables_a_source_disabled_through_the_api() {
+        let file = bootstrap(r#"{"dataSources":[{"id":"s","writeKeys":["a"],"name":"Shop"}]}"#);
+        let mut snapshot = ConfigSnapshot::default();
+        let first = upserts(&file, &snapshot).unwrap_or_default();
+        apply(&mut snapshot, &first);
+        if let Some(source) = snapshot.data_sources.get_mut("s") {
+            source.enabled = false; // through the API
+        }
+        assert_eq!(upserts(&file, &snapshot).map(|w| w.len()), Ok(0));
+        let renamed =
+            bootstrap(r#"{"dataSources":[{"id":"s","writeKeys":["a"],"name":"Shop EU"}]}"#);
+        let writes = upserts(&renamed, &snapshot).unwrap_or_default();
+        let enabled: Vec<bool> = writes
+            .iter()
+            .filter_map(|(_, r)| match r {
+                ConfigRecord::DataSource(s) => Some(s.enabled),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            enabled,
+            vec![false],
+            "a declared change keeps the API's flag"
+        );
     }
 
     #[test]

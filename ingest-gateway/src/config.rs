@@ -34,6 +34,11 @@ pub struct Config {
     #[arg(long, env = "POWEHI_ADMIN_ADDR", default_value = "127.0.0.1:8081")]
     pub admin_addr: SocketAddr,
 
+    /// Serve `/metrics` on the public listener too (it is always on the
+    /// admin listener): false keeps the gateway's counters off the internet.
+    #[arg(long, env = "POWEHI_PUBLIC_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub public_metrics: bool,
+
     /// Bearer token of the admin API. Required unless the admin address is
     /// loopback, where it defaults to `demo-admin-token`.
     #[arg(long, env = "POWEHI_ADMIN_TOKEN", hide_env_values = true)]
@@ -62,6 +67,53 @@ pub struct Config {
     /// Largest single event accepted, serialized, in bytes (refused alone above).
     #[arg(long, env = "POWEHI_MAX_EVENT_BYTES", default_value_t = 32 * 1024)]
     pub max_event_bytes: usize,
+
+    /// Longest a request's body may take to arrive, from the end of its
+    /// headers (408 `body_timeout` after, the connection closed).
+    #[arg(long, env = "POWEHI_BODY_READ_TIMEOUT_MS", default_value_t = 10_000)]
+    pub body_read_timeout_ms: u64,
+
+    /// Most ingest requests in progress at once (503 `overloaded` above).
+    #[arg(long, env = "POWEHI_MAX_CONCURRENT_REQUESTS", default_value_t = 4_096)]
+    pub max_concurrent_requests: usize,
+
+    /// Most request-body bytes held by ingest requests in progress, together
+    /// (503 `overloaded` above).
+    #[arg(long, env = "POWEHI_MAX_INFLIGHT_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_inflight_bytes: usize,
+
+    /// Most events in one request (413 `too_many_events` above).
+    #[arg(long, env = "POWEHI_MAX_EVENTS_PER_REQUEST", default_value_t = 1_000)]
+    pub max_events_per_request: usize,
+
+    /// Most refused events of one request recorded in the event log; the
+    /// others are answered but not recorded (`unrecorded` in the answer).
+    #[arg(
+        long,
+        env = "POWEHI_MAX_REFUSALS_RECORDED_PER_REQUEST",
+        default_value_t = 100
+    )]
+    pub max_refusals_recorded_per_request: usize,
+
+    /// Most refused events recorded per data source and second, on this
+    /// gateway's share (see `POWEHI_RATE_LIMIT_SHARE`).
+    #[arg(
+        long,
+        env = "POWEHI_MAX_REFUSALS_RECORDED_PER_SECOND",
+        default_value_t = 1_000
+    )]
+    pub max_refusals_recorded_per_second: u32,
+
+    /// Most profile reads (`POST /context`) per data source and second, on
+    /// this gateway's share: each runs ClickHouse queries.
+    #[arg(long, env = "POWEHI_CONTEXT_READS_PER_SECOND", default_value_t = 100)]
+    pub context_reads_per_second: u32,
+
+    /// How many gateways share each data source's rate limits: each enforces
+    /// its share (the limit divided by this). Set it to the number of
+    /// gateways behind the load balancer.
+    #[arg(long, env = "POWEHI_RATE_LIMIT_SHARE", default_value_t = 1)]
+    pub rate_limit_share: u32,
 
     /// How long Kafka may take to acknowledge a request's events, queueing
     /// included, before the request is answered 503: a deadline of the
@@ -108,6 +160,11 @@ impl Config {
         if self.max_event_bytes == 0 || self.max_body_bytes == 0 {
             return Err("POWEHI_MAX_BODY_BYTES and POWEHI_MAX_EVENT_BYTES must be positive".into());
         }
+        if self.max_events_per_request == 0 || self.rate_limit_share == 0 {
+            return Err(
+                "POWEHI_MAX_EVENTS_PER_REQUEST and POWEHI_RATE_LIMIT_SHARE must be positive".into(),
+            );
+        }
         let prefix = self.path_prefix.trim_end_matches('/');
         if !prefix.is_empty() && !prefix.starts_with('/') {
             return Err(format!(
@@ -118,6 +175,14 @@ impl Config {
         if self.admin_token.is_none() && !self.admin_addr.ip().is_loopback() {
             return Err(format!(
                 "POWEHI_ADMIN_TOKEN is required when the admin API listens on {} (not loopback)",
+                self.admin_addr
+            ));
+        }
+        if self.admin_token.as_deref() == Some(DEMO_ADMIN_TOKEN)
+            && !self.admin_addr.ip().is_loopback()
+        {
+            return Err(format!(
+                "POWEHI_ADMIN_TOKEN is the public demo token while the admin API listens on {} (not loopback): set a secret one",
                 self.admin_addr
             ));
         }

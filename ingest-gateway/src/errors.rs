@@ -41,10 +41,14 @@ pub enum ApiError {
     InvalidBody(String),
     #[error("the \"events\" array is empty: send at least one event")]
     EmptyBatch,
-    #[error("data source {source_id:?} is over its rate of {per_second} events per second")]
+    #[error("the request has {count} events, over the limit of {limit} per request: send smaller batches")]
+    TooManyEvents { count: usize, limit: usize },
+    #[error("data source {source_id:?} is over its rate of {per_second} {what} per second")]
     RateLimited {
         source_id: String,
         per_second: u32,
+        /// What is counted: events, or profile reads of /context.
+        what: &'static str,
         retry_after_secs: u64,
     },
     #[error("Kafka did not acknowledge the events ({0}); nothing was acknowledged, retry later")]
@@ -53,9 +57,16 @@ pub enum ApiError {
     AllEventsRefused {
         count: usize,
         errors: Vec<EventError>,
+        /// Refused events not recorded in the event log (over the budget).
+        unrecorded: usize,
     },
     #[error("reading the request failed: {0}")]
     BadRequestStream(String),
+    #[error("the request body did not arrive within {0:?}: send it at once")]
+    BodyTimeout(std::time::Duration),
+    #[error("the gateway is at capacity ({0}); nothing was acknowledged, retry shortly")]
+    Overloaded(&'static str),
+
     #[error("the events were acknowledged, but the profile cannot be read now ({0}); retry without events")]
     ProfileUnavailable(String),
 }
@@ -78,10 +89,14 @@ impl ApiError {
             Self::MalformedJson(_) => "malformed_json",
             Self::InvalidBody(_) => "invalid_body",
             Self::EmptyBatch => "empty_batch",
+            Self::TooManyEvents { .. } => "too_many_events",
             Self::RateLimited { .. } => "rate_limited",
             Self::KafkaUnavailable(_) => "kafka_unavailable",
             Self::AllEventsRefused { .. } => "all_events_refused",
             Self::BadRequestStream(_) => "bad_request_stream",
+            Self::BodyTimeout(_) => "body_timeout",
+            Self::Overloaded(_) => "overloaded",
+
             Self::ProfileUnavailable(_) => "profile_unavailable",
         }
     }
@@ -91,7 +106,7 @@ impl ApiError {
             Self::RateLimited {
                 retry_after_secs, ..
             } => Some(*retry_after_secs),
-            Self::NotReady(_) => Some(NOT_READY_RETRY_AFTER_SECS),
+            Self::NotReady(_) | Self::Overloaded(_) => Some(NOT_READY_RETRY_AFTER_SECS),
             Self::KafkaUnavailable(_) | Self::ProfileUnavailable(_) => Some(KAFKA_RETRY_AFTER_SECS),
             _ => None,
         }
@@ -104,24 +119,35 @@ impl ResponseError for ApiError {
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::MissingCredentials | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
             Self::DataSourceDisabled(_) => StatusCode::FORBIDDEN,
-            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::PayloadTooLarge { .. } | Self::TooManyEvents { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             Self::MalformedJson(_)
             | Self::InvalidBody(_)
             | Self::EmptyBatch
             | Self::AllEventsRefused { .. }
             | Self::BadRequestStream(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::NotReady(_) | Self::KafkaUnavailable(_) | Self::ProfileUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::NotReady(_)
+            | Self::KafkaUnavailable(_)
+            | Self::ProfileUnavailable(_)
+            | Self::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
         let error = json!({ "code": self.code(), "message": self.to_string() });
         let body = match self {
-            Self::AllEventsRefused { errors, .. } => {
-                json!({ "error": error, "updated": 0, "accepted": 0, "errors": errors })
+            Self::AllEventsRefused {
+                errors, unrecorded, ..
+            } => {
+                let mut body =
+                    json!({ "error": error, "updated": 0, "accepted": 0, "errors": errors });
+                if *unrecorded > 0 {
+                    body["unrecorded"] = json!(unrecorded);
+                }
+                body
             }
             _ => json!({ "error": error }),
         };

@@ -11,6 +11,7 @@
 //! The answer waits for all records to be acknowledged (see [`crate::sink`]).
 
 use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::CONTENT_TYPE;
@@ -24,13 +25,21 @@ use proto::{check_event, Envelope};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::auth::Authenticated;
+use crate::admission::Ticket;
+use crate::auth::{Authenticated, DataSource};
 use crate::errors::{ApiError, EventError};
 use crate::sink::OutRecord;
 use crate::AppState;
 
 /// How much of an over-size event is kept for the event log.
 const OVERSIZE_EXCERPT_BYTES: usize = 1024;
+
+/// The body buffer's first size, whatever Content-Length says: it grows with
+/// the bytes that actually arrive.
+const FIRST_BODY_BUFFER: usize = 16 * 1024;
+
+/// How much of each identifying field of an over-size event is kept.
+const OVERSIZE_FIELD_CHARS: usize = 256;
 
 /// Longest a request waits to catch up with the config log when one of its
 /// events names a type this gateway does not know.
@@ -44,6 +53,14 @@ struct Acknowledged {
     accepted: usize,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     errors: Vec<EventError>,
+    /// Refused events answered in `errors` but not recorded in the event log
+    /// (over the per-request or per-second budget).
+    #[serde(skip_serializing_if = "is_zero")]
+    unrecorded: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 #[derive(Deserialize)]
@@ -88,14 +105,24 @@ pub async fn context(
         let session_id = query
             .session_id
             .clone()
-            .or_else(|| ingested.first_session.clone())
-            .ok_or_else(|| {
-                ApiError::InvalidBody(
-                    "no sessionId: pass ?sessionId= or send an accepted event".into(),
-                )
-            })?;
-        let client_id = ingested.client_id.clone();
+            .or_else(|| ingested.first_session.clone());
+        let source = ingested.source.clone();
+        // Events all refused: that answer (with each event's reason) comes first.
         let ack = ingested.into_ack()?;
+        let session_id = session_id.ok_or_else(|| {
+            ApiError::InvalidBody("no sessionId: pass ?sessionId= or send an accepted event".into())
+        })?;
+        // Profile reads query ClickHouse: a budget of their own per source.
+        source
+            .context_budget
+            .try_take(1, Instant::now())
+            .map_err(|wait| ApiError::RateLimited {
+                source_id: source.id.clone(),
+                per_second: source.context_budget.events_per_second(),
+                what: "profile reads",
+                retry_after_secs: wait.as_secs_f64().ceil() as u64,
+            })?;
+        let client_id = source.id.clone();
         let profile = state
             .profiles
             .for_session(&client_id, &session_id)
@@ -160,10 +187,12 @@ enum BatchRule {
 
 /// What a request did: acknowledged events and per-event refusals.
 struct Ingested {
-    client_id: String,
+    source: Arc<DataSource>,
     accepted: usize,
     refused: usize,
     errors: Vec<EventError>,
+    /// Refused events not recorded in the event log.
+    unrecorded: usize,
     /// Session of the first accepted event.
     first_session: Option<String>,
 }
@@ -175,12 +204,14 @@ impl Ingested {
             return Err(ApiError::AllEventsRefused {
                 count: self.refused,
                 errors: self.errors,
+                unrecorded: self.unrecorded,
             });
         }
         Ok(Acknowledged {
             updated: 0,
             accepted: self.accepted,
             errors: self.errors,
+            unrecorded: self.unrecorded,
         })
     }
 }
@@ -200,14 +231,25 @@ async fn ingest(
         source,
         config_position,
     } = authenticate(request, state)?;
-    let body = read_body(request, payload, state.config.max_body_bytes).await?;
+    // Held until the answer: the body and the records made of it.
+    let mut ticket = state.admission.enter()?;
+    let body = read_body(request, payload, &state.config, &mut ticket).await?;
     let batch = parse_batch(&body, rule)?;
+    let limit = state.config.max_events_per_request;
+    if batch.events.len() > limit {
+        return Err(ApiError::TooManyEvents {
+            count: batch.events.len(),
+            limit,
+        });
+    }
+    // Every event is charged, refused ones too: they are recorded as well.
     if let Some(limiter) = &source.rate_limiter {
         limiter
             .try_take(batch.events.len(), Instant::now())
             .map_err(|wait| ApiError::RateLimited {
                 source_id: source.id.clone(),
                 per_second: limiter.events_per_second(),
+                what: "events",
                 retry_after_secs: wait.as_secs_f64().ceil() as u64,
             })?;
     }
@@ -236,11 +278,13 @@ async fn ingest(
         }
     }
     let Built {
-        records,
+        mut records,
+        refusals,
         errors,
         first_session,
         ..
     } = built;
+    let unrecorded = record_refusals(&mut records, refusals, &source, state);
     if !records.is_empty() {
         state
             .sink
@@ -261,10 +305,11 @@ async fn ingest(
         .with_label_values(&["refused"])
         .inc_by(errors.len() as u64);
     Ok(Ingested {
-        client_id: source.id.clone(),
+        source,
         accepted,
         refused: errors.len(),
         errors,
+        unrecorded,
         first_session,
     })
 }
@@ -289,22 +334,54 @@ fn check_media_type(request: &HttpRequest) -> Result<(), ApiError> {
 }
 
 fn authenticate(request: &HttpRequest, state: &AppState) -> Result<Authenticated, ApiError> {
+    // Absent or empty: missing. Present but not visible ASCII: no id or key
+    // ever is, so the credentials are wrong, not missing.
     let header = |name: &str| {
         request
             .headers()
             .get(name)
-            .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
+            .map(|v| v.to_str().ok())
     };
     match (header("x-client-id"), header("x-client-access-token")) {
-        (Some(client_id), Some(token)) => state.registry.authenticate(client_id, token),
+        (Some(Some(client_id)), Some(Some(token))) => state.registry.authenticate(client_id, token),
+        (Some(_), Some(_)) => Err(ApiError::InvalidCredentials),
         _ => Err(ApiError::MissingCredentials),
     }
 }
 
+/// Adds to `records` the refused events the budgets let this request record
+/// in the event log: at most `POWEHI_MAX_REFUSALS_RECORDED_PER_REQUEST`, and
+/// what is left of the source's per-second budget. The others are answered
+/// (each has its entry in `errors`) but not recorded: a request whose events
+/// are all refused thus writes at most that many records, each no larger than
+/// its event plus an envelope, whatever its size. Answers how many were not
+/// recorded.
+fn record_refusals(
+    records: &mut Vec<OutRecord>,
+    mut refusals: Vec<OutRecord>,
+    source: &DataSource,
+    state: &AppState,
+) -> usize {
+    let wanted = refusals
+        .len()
+        .min(state.config.max_refusals_recorded_per_request);
+    let granted = source.refusal_budget.take_up_to(wanted, Instant::now());
+    let unrecorded = refusals.len() - granted;
+    refusals.truncate(granted);
+    records.append(&mut refusals);
+    if unrecorded > 0 {
+        state.metrics.refusals_unrecorded.inc_by(unrecorded as u64);
+    }
+    unrecorded
+}
+
 /// The records of a request's events, and its per-event refusals.
 struct Built {
+    /// Accepted events.
     records: Vec<OutRecord>,
+    /// Refused events, each carrying its reasons to the event log.
+    refusals: Vec<OutRecord>,
     errors: Vec<EventError>,
     /// Session of the first accepted event.
     first_session: Option<String>,
@@ -320,6 +397,7 @@ fn build_records(
 ) -> Built {
     let mut built = Built {
         records: Vec::with_capacity(events.len()),
+        refusals: Vec::new(),
         errors: Vec::new(),
         first_session: None,
         unknown_type: false,
@@ -341,19 +419,25 @@ fn build_records(
                     code: reason.code.as_str(),
                     message: reason.message,
                 });
-                built.records.push(record);
+                built.refusals.push(record);
             }
         }
     }
     built
 }
 
-/// Reads the body, refusing it as soon as it is known to be over the limit.
+/// Reads the body, refusing it as soon as it is known to be over the limit,
+/// and giving up when it does not arrive within `POWEHI_BODY_READ_TIMEOUT_MS`
+/// (a client dribbling bytes holds a connection, not the gateway). Memory
+/// grows with what arrives, never with what is declared, and is counted in
+/// the request's `ticket` (see [`crate::admission`]).
 async fn read_body(
     request: &HttpRequest,
     mut payload: web::Payload,
-    limit: usize,
+    config: &crate::config::Config,
+    ticket: &mut Ticket<'_>,
 ) -> Result<web::BytesMut, ApiError> {
+    let limit = config.max_body_bytes;
     let declared = request
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -362,20 +446,33 @@ async fn read_body(
     if declared.is_some_and(|length| length > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::BadRequestStream(e.to_string()))?;
-        if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
+    let timeout = Duration::from_millis(config.body_read_timeout_ms);
+    let read = async {
+        let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(FIRST_BODY_BUFFER));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| ApiError::BadRequestStream(e.to_string()))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            ticket.hold(chunk.len())?;
+            body.extend_from_slice(&chunk);
         }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
+        Ok(body)
+    };
+    tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| ApiError::BodyTimeout(timeout))?
 }
 
 fn parse_batch(body: &[u8], rule: BatchRule) -> Result<Batch<'_>, ApiError> {
     if rule == BatchRule::MayBeEmpty && body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Batch { events: Vec::new() });
+    }
+    // serde would read the struct from an array too (`[[event, …]]`).
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(ApiError::InvalidBody(
+            "the body is an array; send an object: {\"events\": [...]}".into(),
+        ));
     }
     let batch: Batch<'_> =
         serde_json::from_slice(body).map_err(|error| match error.classify() {
@@ -479,8 +576,10 @@ fn new_event_id() -> String {
 }
 
 /// What the event log keeps of an over-size event: its identifying fields
-/// (so it shows under its type, session and item id), its size, and its first
-/// bytes as `excerpt`, cut on a char boundary. Kafka would refuse it whole.
+/// (so it shows under its type, session and item id), each cut to
+/// [`OVERSIZE_FIELD_CHARS`], its size, and its first bytes as `excerpt`, cut
+/// on a char boundary. Kafka would refuse it whole; the summary is bounded
+/// whatever the event (a 1 MB `sessionId` included).
 fn oversize_excerpt(text: &str) -> Box<RawValue> {
     let mut end = OVERSIZE_EXCERPT_BYTES.min(text.len());
     while !text.is_char_boundary(end) {
@@ -497,7 +596,13 @@ fn oversize_excerpt(text: &str) -> Box<RawValue> {
             "itemId",
         ] {
             if let Some(value) = fields.get(name).filter(|v| !v.is_object() && !v.is_array()) {
-                kept.insert(name.to_string(), value.clone());
+                let value = match value {
+                    serde_json::Value::String(s) => {
+                        serde_json::Value::String(s.chars().take(OVERSIZE_FIELD_CHARS).collect())
+                    }
+                    other => other.clone(),
+                };
+                kept.insert(name.to_string(), value);
             }
         }
     }

@@ -21,12 +21,14 @@
 //! unknown, and a 401 is final for producers.
 
 pub mod admin;
+pub mod admission;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod configlog;
 pub mod errors;
 pub mod ingest;
+pub mod json_errors;
 pub mod metrics;
 pub mod profiles;
 pub mod ratelimit;
@@ -37,13 +39,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
 use proto::config::Bootstrap;
 
 pub use config::Config;
 
-use crate::auth::{hash_key, KeyHash, Registry};
+use crate::auth::{hash_key, KeyHash, Registry, SourceLimits};
 use crate::configlog::ConfigLog;
 use crate::metrics::Metrics;
 use crate::profiles::ProfileStore;
@@ -55,6 +58,8 @@ pub struct AppState {
     /// Data sources, kept in step with the config log.
     pub registry: Registry,
     pub sink: KafkaSink,
+    /// Requests and body bytes in progress, capped (see [`admission`]).
+    pub admission: admission::Admission,
     pub config_log: Arc<ConfigLog>,
     /// Reads of the event log (the workers' database).
     pub event_log: clickhouse::Client,
@@ -109,8 +114,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .with_database(&config.clickhouse.database)
         .with_validation(false);
     let state = web::Data::new(AppState {
-        registry: Registry::default(),
+        registry: Registry::new(SourceLimits {
+            rate_share: config.rate_limit_share,
+            refusals_recorded_per_second: config.max_refusals_recorded_per_second,
+            context_reads_per_second: config.context_reads_per_second,
+        }),
         sink,
+        admission: admission::Admission::new(
+            config.max_concurrent_requests,
+            config.max_inflight_bytes,
+        ),
         config_log: config_log.clone(),
         profiles: ProfileStore::new(event_log.clone()),
         event_log,
@@ -163,12 +176,17 @@ fn public_server(
     state: web::Data<AppState>,
 ) -> anyhow::Result<actix_web::dev::Server> {
     let prefix = config.normalized_prefix().to_string();
+    let public_metrics = config.public_metrics;
     let server = HttpServer::new(move || {
         let mut app = App::new()
+            .wrap(from_fn(json_errors::json_errors))
             .app_data(state.clone())
             .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz))
-            .route("/metrics", web::get().to(metrics_text))
+            .route("/readyz", web::get().to(readyz));
+        if public_metrics {
+            app = app.route("/metrics", web::get().to(metrics_text));
+        }
+        app = app
             .route("/smile", web::post().to(ingest::smile))
             .route("/context", web::post().to(ingest::context));
         if !prefix.is_empty() {
@@ -200,7 +218,9 @@ fn admin_server(
 ) -> anyhow::Result<actix_web::dev::Server> {
     let server = HttpServer::new(move || {
         App::new()
+            .wrap(from_fn(json_errors::json_errors))
             .app_data(state.clone())
+            .route("/metrics", web::get().to(metrics_text))
             .configure(admin::configure)
             .default_service(web::to(admin::not_found))
     })
@@ -225,9 +245,19 @@ async fn apply_bootstrap(state: Arc<AppState>, bootstrap: Bootstrap) {
                 }
                 Ok(writes) => {
                     let mut failed = false;
-                    for (key, record) in &writes {
-                        if let Err(error) = state.config_log.write(key, Some(record)).await {
-                            tracing::warn!(%error, key, "bootstrap write failed, retrying");
+                    // Each item planned again from the snapshot its write is
+                    // conditional on (another gateway may be writing too).
+                    for item in bootstrap::declared(&bootstrap) {
+                        let written = state
+                            .config_log
+                            .update(|snapshot| {
+                                let write = bootstrap::upsert(item, snapshot)
+                                    .map_err(anyhow::Error::msg)?;
+                                Ok::<_, anyhow::Error>((write, ()))
+                            })
+                            .await;
+                        if let Err(error) = written {
+                            tracing::warn!(%error, "bootstrap write failed, retrying");
                             failed = true;
                             break;
                         }
@@ -287,6 +317,9 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
+    let (requests, bytes) = state.admission.load();
+    state.metrics.requests_in_progress.set(requests as i64);
+    state.metrics.body_bytes_in_progress.set(bytes as i64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

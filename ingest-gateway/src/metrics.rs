@@ -28,6 +28,12 @@ pub struct Metrics {
     /// Requests restamped after catching up with the config log, because an
     /// event named a type this gateway did not know yet.
     pub config_catch_ups: IntCounter,
+    /// Refused events answered but not recorded in the event log (budget spent).
+    pub refusals_unrecorded: IntCounter,
+    /// Ingest requests in progress, and the body bytes they hold (see
+    /// `admission`); set when scraped.
+    pub requests_in_progress: IntGauge,
+    pub body_bytes_in_progress: IntGauge,
 }
 
 impl Metrics {
@@ -90,6 +96,18 @@ impl Metrics {
                 ),
                 &["route", "status"],
             )?,
+            requests_in_progress: IntGauge::new(
+                "powehi_gateway_requests_in_progress",
+                "Ingest requests in progress (capped by POWEHI_MAX_CONCURRENT_REQUESTS)",
+            )?,
+            body_bytes_in_progress: IntGauge::new(
+                "powehi_gateway_body_bytes_in_progress",
+                "Request-body bytes held by ingest requests in progress (capped by POWEHI_MAX_INFLIGHT_BYTES)",
+            )?,
+            refusals_unrecorded: IntCounter::new(
+                "powehi_gateway_refusals_unrecorded_total",
+                "Refused events answered but not recorded in the event log (over the per-request or per-second budget)",
+            )?,
             config_catch_ups: IntCounter::new(
                 "powehi_gateway_config_catch_ups_total",
                 "Requests restamped after catching up with the config log for an unknown event type",
@@ -126,6 +144,15 @@ impl Metrics {
         metrics
             .registry
             .register(Box::new(metrics.config_catch_ups.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.refusals_unrecorded.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.requests_in_progress.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.body_bytes_in_progress.clone()))?;
         Ok(metrics)
     }
 

@@ -47,6 +47,8 @@ pub enum SinkError {
     Delivery(String),
     #[error("no acknowledgement within the delivery timeout of {0:?}")]
     TimedOut(Duration),
+    #[error("the producer's queue is full: Kafka is not keeping up")]
+    QueueFull,
 }
 
 pub struct KafkaSink {
@@ -110,7 +112,7 @@ impl KafkaSink {
     ) -> Result<(), SinkError> {
         let acks = Arc::new(Acks::holding());
         for record in records {
-            self.enqueue(producer, record, &acks, deadline).await?;
+            self.enqueue(producer, record, &acks)?;
         }
         acks.reported();
         tokio::time::timeout_at(deadline, AllReported(&acks))
@@ -122,33 +124,29 @@ impl KafkaSink {
         }
     }
 
-    /// Hands one record to the producer, waiting while its buffer is full, but
-    /// not past `deadline`.
-    async fn enqueue(
+    /// Hands one record to the producer; a full buffer fails the request at
+    /// once (see [`SinkError::QueueFull`]).
+    fn enqueue(
         &self,
         producer: &Arc<RawProducer>,
         record: &OutRecord,
         acks: &Arc<Acks>,
-        deadline: tokio::time::Instant,
     ) -> Result<(), SinkError> {
-        let mut pending = BaseRecord::with_opaque_to(&self.topic, acks.clone())
+        let pending = BaseRecord::with_opaque_to(&self.topic, acks.clone())
             .key(&record.key)
             .payload(&record.payload);
         // Counted before it is queued: its report can arrive before send returns.
         acks.pending.fetch_add(1, Ordering::Relaxed);
-        loop {
-            match producer.send(pending) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(SinkError::TimedOut(self.delivery_timeout));
-                    }
-                    // The producer's buffer is full: wait for it to drain a little.
-                    pending = returned;
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-                Err((error, _)) => return Err(SinkError::Delivery(error.to_string())),
+        match producer.send(pending) {
+            Ok(()) => Ok(()),
+            // The producer's buffer holds more than Kafka takes: the broker is
+            // slow or away. Answered 503 at once rather than holding the
+            // request's memory until the deadline (what is queued of it may
+            // still be delivered: the at-least-once case of the module doc).
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(SinkError::QueueFull)
             }
+            Err((error, _)) => Err(SinkError::Delivery(error.to_string())),
         }
     }
 

@@ -146,6 +146,31 @@ pub struct EventSchemaRecord {
     pub schema: EventSchemaSpec,
 }
 
+/// A conditional write: sets the record under `key` only if what last set that
+/// key is still what the writer saw (`expect`). It is stored under a key of its
+/// own, [`conditional_key`], so compaction never drops it and every follower,
+/// however late it replays, folds the same writes in the same order and
+/// reaches the same verdict (a record written under its own key, by
+/// contrast, would be dropped by compaction when a later write to that key
+/// lost its race, and a fresh replay would see only the loser). This is how
+/// concurrent admin calls, on one gateway or several, never undo each other;
+/// see [`ConfigSnapshot::write_won`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConditionalWrite {
+    /// The record's key ([`data_source_key`], [`schema_key`]).
+    pub key: String,
+    /// The log offset of the write that last set `key` when the writer planned
+    /// this one ([`ConfigSnapshot::last_set`]); `None`: the key was absent.
+    pub expect: Option<i64>,
+    pub record: ConfigRecord,
+}
+
+/// The key of a conditional write: unique per write.
+pub fn conditional_key(write_id: &str) -> String {
+    format!("write/{write_id}")
+}
+
 pub fn data_source_key(id: &str) -> String {
     format!("datasource/{id}")
 }
@@ -165,19 +190,66 @@ pub struct ConfigSnapshot {
     /// Per event type and version, the log offset its record was applied at
     /// (see [`Self::schema_as_of`]).
     schema_offsets: std::collections::BTreeMap<String, std::collections::BTreeMap<u32, i64>>,
+    /// Per record key, the offset of the write that last set it.
+    key_offsets: std::collections::BTreeMap<String, i64>,
+    /// Whether each recent conditional write (by offset) won.
+    outcomes: std::collections::BTreeMap<i64, bool>,
     /// The next config-log offset to apply: every record below it is in this
     /// snapshot (the log has one partition).
     pub position: i64,
 }
+
+/// How many conditional-write verdicts a snapshot remembers.
+const OUTCOMES_KEPT: usize = 4096;
 
 impl ConfigSnapshot {
     /// Applies the record at `offset` of the log and moves [`Self::position`]
     /// past it, whether the record was usable or not.
     pub fn apply_at(&mut self, offset: i64, key: &str, value: Option<&[u8]>) -> Result<(), String> {
         self.position = self.position.max(offset);
-        let outcome = self.apply(key, value);
+        let outcome = if key.starts_with("write/") {
+            self.apply_conditional(offset, key, value)
+        } else {
+            self.apply(key, value)
+        };
         self.position = self.position.max(offset + 1);
         outcome
+    }
+
+    /// A [`ConditionalWrite`] at `offset`: applied when `key` was last set
+    /// where the writer expected, ignored otherwise (a lost race, not an
+    /// error). The verdict is kept for the writer ([`Self::write_won`]).
+    fn apply_conditional(
+        &mut self,
+        offset: i64,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), String> {
+        let Some(value) = value else {
+            return Ok(()); // a write's own key is never deleted; nothing to undo
+        };
+        let write: ConditionalWrite = serde_json::from_slice(value)
+            .map_err(|e| format!("conditional write {key:?} is not readable: {e}"))?;
+        let won = self.key_offsets.get(&write.key).copied() == write.expect;
+        if won {
+            self.apply_record(&write.key, write.record)?;
+        }
+        self.outcomes.insert(offset, won);
+        while self.outcomes.len() > OUTCOMES_KEPT {
+            self.outcomes.pop_first();
+        }
+        Ok(())
+    }
+
+    /// Whether the conditional write at `offset` won its race (`None`: not
+    /// applied yet, or too long ago to remember).
+    pub fn write_won(&self, offset: i64) -> Option<bool> {
+        self.outcomes.get(&offset).copied()
+    }
+
+    /// The offset of the write that last set `key`; `None` while it is absent.
+    pub fn last_set(&self, key: &str) -> Option<i64> {
+        self.key_offsets.get(key).copied()
     }
 
     /// Applies one record of the log at the current position; `value: None` is
@@ -189,6 +261,10 @@ impl ConfigSnapshot {
         };
         let record: ConfigRecord = serde_json::from_slice(value)
             .map_err(|e| format!("config record {key:?} is not readable: {e}"))?;
+        self.apply_record(key, record)
+    }
+
+    fn apply_record(&mut self, key: &str, record: ConfigRecord) -> Result<(), String> {
         match record {
             ConfigRecord::DataSource(source) if data_source_key(&source.id) == key => {
                 self.data_sources.insert(source.id.clone(), source);
@@ -207,10 +283,12 @@ impl ConfigSnapshot {
             }
             _ => return Err(format!("config record {key:?} does not match its key")),
         }
+        self.key_offsets.insert(key.to_string(), self.position);
         Ok(())
     }
 
     fn delete(&mut self, key: &str) -> Result<(), String> {
+        self.key_offsets.remove(key);
         if let Some(id) = key.strip_prefix("datasource/") {
             self.data_sources.remove(id);
             return Ok(());
@@ -341,6 +419,96 @@ mod snapshot_tests {
         assert_eq!(as_of(Some(9)), Some(2));
         assert_eq!(as_of(None), Some(2), "no stamp: the latest");
         assert!(snapshot.knows_event_type("view") && !snapshot.knows_event_type("click"));
+    }
+
+    fn source(enabled: bool, tokens: &[&str]) -> ConfigRecord {
+        ConfigRecord::DataSource(DataSourceRecord {
+            id: "x".into(),
+            name: "x".into(),
+            enabled,
+            tokens: tokens
+                .iter()
+                .map(|t| TokenRecord {
+                    id: t.to_string(),
+                    hash: format!("sha256:{t}"),
+                })
+                .collect(),
+            max_events_per_second: None,
+        })
+    }
+
+    fn conditional(expect: Option<i64>, record: ConfigRecord) -> Vec<u8> {
+        let write = ConditionalWrite {
+            key: data_source_key("x"),
+            expect,
+            record,
+        };
+        serde_json::to_vec(&write).unwrap_or_default()
+    }
+
+    #[test]
+    fn of_two_writes_planned_from_one_state_only_the_first_applies() {
+        let log: Vec<(i64, String, Vec<u8>)> = vec![
+            (
+                0,
+                conditional_key("a"),
+                conditional(None, source(true, &["k1"])),
+            ),
+            // A second create of the same id: lost.
+            (
+                1,
+                conditional_key("b"),
+                conditional(None, source(true, &["k9"])),
+            ),
+            // Disable and add-a-key, both planned from the create at 0: the later one loses.
+            (
+                2,
+                conditional_key("c"),
+                conditional(Some(0), source(false, &["k1"])),
+            ),
+            (
+                3,
+                conditional_key("d"),
+                conditional(Some(0), source(true, &["k1", "k2"])),
+            ),
+            // Planned again from the disable at 2: applies, keeping it disabled.
+            (
+                4,
+                conditional_key("e"),
+                conditional(Some(2), source(false, &["k1", "k2"])),
+            ),
+        ];
+        let mut snapshot = ConfigSnapshot::default();
+        for (offset, key, value) in &log {
+            assert_eq!(snapshot.apply_at(*offset, key, Some(value)), Ok(()));
+        }
+        let won: Vec<_> = (0..5).map(|o| snapshot.write_won(o)).collect();
+        assert_eq!(won, [true, false, true, false, true].map(Some));
+        let x = snapshot.data_sources.get("x").cloned();
+        assert_eq!(x.as_ref().map(|s| s.enabled), Some(false));
+        assert_eq!(x.map(|s| s.tokens.len()), Some(2));
+        assert_eq!(snapshot.last_set(&data_source_key("x")), Some(4));
+    }
+
+    #[test]
+    fn a_plain_record_sets_the_key_a_conditional_write_expects() {
+        let mut snapshot = ConfigSnapshot::default();
+        let plain = serde_json::to_vec(&source(true, &["k1"])).unwrap_or_default();
+        assert_eq!(
+            snapshot.apply_at(7, &data_source_key("x"), Some(&plain)),
+            Ok(())
+        );
+        assert_eq!(snapshot.last_set(&data_source_key("x")), Some(7));
+        let stale = conditional(None, source(false, &[]));
+        assert_eq!(
+            snapshot.apply_at(8, &conditional_key("z"), Some(&stale)),
+            Ok(())
+        );
+        assert_eq!(snapshot.write_won(8), Some(false));
+        assert_eq!(
+            snapshot.data_sources.get("x").map(|s| s.enabled),
+            Some(true)
+        );
     }
 
     #[test]

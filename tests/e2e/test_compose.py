@@ -92,6 +92,9 @@ DASHBOARD_MUST_SHOW = {
 # --------------------------------------------------------------------------
 
 
+COMPOSE_ADMIN_TOKEN = "operator-chosen-secret"
+
+
 @pytest.fixture(scope="module")
 def compose(tmp_path_factory):
     """Run `docker-compose -f docker-compose.yml <args>` with the file's own
@@ -105,14 +108,16 @@ def compose(tmp_path_factory):
         for k, v in os.environ.items()
         if not k.startswith(("POWEHI_", "GRAFANA_", "COMPOSE_", "DOCKER_"))
     }
+    # The one setting without a default (see test_the_admin_token_is_required).
+    env["POWEHI_ADMIN_TOKEN"] = COMPOSE_ADMIN_TOKEN
     empty_env_file = tmp_path_factory.mktemp("compose") / "empty.env"
     empty_env_file.write_text("")
 
-    def run(*args: str) -> subprocess.CompletedProcess:
+    def run(*args: str, without: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
         return subprocess.run(
             [binary, "-f", str(COMPOSE_FILE), "--env-file", str(empty_env_file), *args],
             cwd=REPO,
-            env=env,
+            env={k: v for k, v in env.items() if k not in without},
             capture_output=True,
             text=True,
             timeout=120,
@@ -317,7 +322,7 @@ def test_gateway_environment_and_ports(services):
     assert env["POWEHI_HTTP_ADDR"].endswith(":8080")
     # A non-loopback admin listener requires a token.
     assert env["POWEHI_ADMIN_ADDR"] == "0.0.0.0:8081"
-    assert env.get("POWEHI_ADMIN_TOKEN"), "POWEHI_ADMIN_TOKEN is required with a 0.0.0.0 admin listener"
+    assert env.get("POWEHI_ADMIN_TOKEN") == COMPOSE_ADMIN_TOKEN, "the admin token comes from the operator"
     assert env["POWEHI_BOOTSTRAP"] == "/etc/powehi/bootstrap.json"
 
     ports = {_target_port(p): p for p in gateway["ports"]}
@@ -572,3 +577,13 @@ def test_dashboard_uses_only_known_metrics():
     }
     missing = DASHBOARD_MUST_SHOW - families
     assert not missing, f"dashboard does not show {missing}"
+
+
+def test_the_admin_token_is_required(compose):
+    """The admin API listens on the Docker network, where every container reaches it: the file
+    has no default token, so `up` without POWEHI_ADMIN_TOKEN fails and says what to set, rather
+    than exposing the admin API with the well-known demo token."""
+    result = compose("config", "-q", without=("POWEHI_ADMIN_TOKEN",))
+    assert result.returncode != 0, "compose accepted a stack without an admin token"
+    assert "POWEHI_ADMIN_TOKEN" in result.stderr, result.stderr
+    assert "demo-admin-token" not in (REPO / "docker-compose.yml").read_text()

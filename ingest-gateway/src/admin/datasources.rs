@@ -107,11 +107,6 @@ pub async fn create(
         }
         None => format!("ds_{}", &Uuid::new_v4().simple().to_string()[..16]),
     };
-    if state.config_log.snapshot().data_sources.contains_key(&id) {
-        return Err(AdminError::Conflict(format!(
-            "data source {id:?} already exists"
-        )));
-    }
     let (token, shown) = new_token();
     let record = DataSourceRecord {
         id,
@@ -120,7 +115,15 @@ pub async fn create(
         tokens: vec![token],
         max_events_per_second: request.max_events_per_second,
     };
-    write(&state, &record).await?;
+    // Only if absent: of two creates of one id, one gets 409.
+    let record = change(&state, &record.id.clone(), |current| match current {
+        Some(_) => Err(AdminError::Conflict(format!(
+            "data source {:?} already exists",
+            record.id
+        ))),
+        None => Ok(Some(record.clone())),
+    })
+    .await?;
     Ok(HttpResponse::Created().json(Created {
         source: DataSourceView::from(&record),
         token: shown,
@@ -164,11 +167,15 @@ async fn set_enabled(
     id: &str,
     enabled: bool,
 ) -> Result<HttpResponse, AdminError> {
-    let mut record = existing(&state, id)?;
-    if record.enabled != enabled {
+    let record = change(&state, id, |current| {
+        let mut record = found(current, id)?;
+        if record.enabled == enabled {
+            return Ok(None);
+        }
         record.enabled = enabled;
-        write(&state, &record).await?;
-    }
+        Ok(Some(record))
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(DataSourceView::from(&record)))
 }
 
@@ -176,10 +183,13 @@ pub async fn add_token(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
-    let mut record = existing(&state, &id)?;
     let (token, shown) = new_token();
-    record.tokens.push(token);
-    write(&state, &record).await?;
+    change(&state, &id, |current| {
+        let mut record = found(current, &id)?;
+        record.tokens.push(token.clone());
+        Ok(Some(record))
+    })
+    .await?;
     Ok(HttpResponse::Created().json(shown))
 }
 
@@ -188,15 +198,18 @@ pub async fn revoke_token(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, AdminError> {
     let (id, token_id) = path.into_inner();
-    let mut record = existing(&state, &id)?;
-    let before = record.tokens.len();
-    record.tokens.retain(|t| t.id != token_id);
-    if record.tokens.len() == before {
-        return Err(AdminError::NotFound(format!(
-            "data source {id:?} has no token {token_id:?}"
-        )));
-    }
-    write(&state, &record).await?;
+    let record = change(&state, &id, |current| {
+        let mut record = found(current, &id)?;
+        let before = record.tokens.len();
+        record.tokens.retain(|t| t.id != token_id);
+        if record.tokens.len() == before {
+            return Err(AdminError::NotFound(format!(
+                "data source {id:?} has no token {token_id:?}"
+            )));
+        }
+        Ok(Some(record))
+    })
+    .await?;
     Ok(HttpResponse::Ok().json(DataSourceView::from(&record)))
 }
 
@@ -210,11 +223,34 @@ pub fn existing(state: &AppState, id: &str) -> Result<DataSourceRecord, AdminErr
         .ok_or_else(|| AdminError::NotFound(format!("no data source {id:?}")))
 }
 
-async fn write(state: &AppState, record: &DataSourceRecord) -> Result<(), AdminError> {
-    let key = data_source_key(&record.id);
+fn found(current: Option<&DataSourceRecord>, id: &str) -> Result<DataSourceRecord, AdminError> {
+    current
+        .cloned()
+        .ok_or_else(|| AdminError::NotFound(format!("no data source {id:?}")))
+}
+
+/// Changes data source `id` to what `plan` makes of its current record
+/// (`None`: leave it), without losing a concurrent change (see
+/// [`crate::configlog`]); answers the record as it then is.
+async fn change(
+    state: &AppState,
+    id: &str,
+    mut plan: impl FnMut(Option<&DataSourceRecord>) -> Result<Option<DataSourceRecord>, AdminError>,
+) -> Result<DataSourceRecord, AdminError> {
     state
         .config_log
-        .write(&key, Some(&ConfigRecord::DataSource(record.clone())))
-        .await?;
-    Ok(())
+        .update(|snapshot| {
+            let current = snapshot.data_sources.get(id);
+            Ok(match plan(current)? {
+                Some(record) => (
+                    Some((
+                        data_source_key(id),
+                        ConfigRecord::DataSource(record.clone()),
+                    )),
+                    record,
+                ),
+                None => (None, found(current, id)?),
+            })
+        })
+        .await
 }

@@ -40,7 +40,7 @@ impl AdminError {
             Self::InvalidQuery(_) => "invalid_query",
             Self::InvalidCursor(_) => "invalid_cursor",
             Self::NotFound(_) => "not_found",
-            Self::Conflict(_) => "conflict",
+            Self::Conflict(_) | Self::ConfigUnavailable(ConfigLogError::Conflict(_)) => "conflict",
             Self::ConfigUnavailable(_) => "config_unavailable",
             Self::EventLogUnavailable(_) => "event_log_unavailable",
         }
@@ -57,7 +57,9 @@ impl ResponseError for AdminError {
             | Self::InvalidQuery(_)
             | Self::InvalidCursor(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::ConfigUnavailable(ConfigLogError::Conflict(_)) => {
+                StatusCode::CONFLICT
+            }
             Self::ConfigUnavailable(_) | Self::EventLogUnavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -65,8 +67,13 @@ impl ResponseError for AdminError {
     }
 
     fn error_response(&self) -> HttpResponse {
+        let message = match self {
+            // Not an outage: the change lost its races.
+            Self::ConfigUnavailable(conflict @ ConfigLogError::Conflict(_)) => conflict.to_string(),
+            other => other.to_string(),
+        };
         HttpResponse::build(self.status_code()).json(json!({
-            "error": { "code": self.code(), "message": self.to_string() }
+            "error": { "code": self.code(), "message": message }
         }))
     }
 }

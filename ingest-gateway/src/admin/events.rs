@@ -144,7 +144,26 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(serde_json::json!({ "events": events, "nextCursor": next_cursor })))
 }
 
+/// Longest filter value: ids and types are short; a longer one is a mistake
+/// or a probe, and would reach ClickHouse's query size limit once escaped.
+const MAX_FILTER_CHARS: usize = 1024;
+
 fn check(scope: String, query: EventLogQuery) -> Result<Filters, AdminError> {
+    for (name, value) in [
+        ("eventType", &query.event_type),
+        ("sessionId", &query.session_id),
+        ("profileId", &query.profile_id),
+        ("cursor", &query.cursor),
+    ] {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.chars().count() > MAX_FILTER_CHARS)
+        {
+            return Err(AdminError::InvalidQuery(format!(
+                "{name} is longer than {MAX_FILTER_CHARS} characters"
+            )));
+        }
+    }
     let (accepted, rejected) = match query.status.as_deref() {
         None => (true, true),
         Some("accepted") => (true, false),

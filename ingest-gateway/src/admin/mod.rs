@@ -66,6 +66,16 @@ pub fn configure(config: &mut web::ServiceConfig) {
     );
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme is
+/// case-insensitive (RFC 7235).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 /// Compares the bearer token in constant time (hashes of equal length), and
 /// counts every admin request by route and status.
 async fn require_token(
@@ -77,8 +87,8 @@ async fn require_token(
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|token| hash_key(token.trim()));
+        .and_then(bearer_token)
+        .map(hash_key);
     let authorized = match (&state, presented) {
         (Some(state), Some(presented)) => bool::from(state.admin_token_hash.ct_eq(&presented)),
         _ => false,

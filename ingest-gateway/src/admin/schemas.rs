@@ -58,22 +58,31 @@ pub async fn put(
         target_required: body.target_required,
     };
     check_definition(&schema).map_err(AdminError::InvalidSchema)?;
-    let snapshot = state.config_log.snapshot();
-    let latest = snapshot.latest_schema(&schema.event_type);
-    if let Some(latest) = latest.filter(|l| l.schema == schema) {
-        // Same definition again: idempotent, no new version.
-        return Ok(HttpResponse::Ok().json(SchemaView::from(latest)));
-    }
-    let record = EventSchemaRecord {
-        version: latest.map_or(1, |l| l.version + 1),
-        schema,
-    };
-    let key = schema_key(&record.schema.event_type, record.version);
-    state
+    // Version N+1 only if it is still absent: two concurrent PUTs make two
+    // versions, never one overwritten by the other.
+    let (record, created) = state
         .config_log
-        .write(&key, Some(&ConfigRecord::EventSchema(record.clone())))
+        .update(|snapshot| {
+            let latest = snapshot.latest_schema(&schema.event_type);
+            if let Some(latest) = latest.filter(|l| l.schema == schema) {
+                // Same definition again: idempotent, no new version.
+                return Ok::<_, AdminError>((None, (latest.clone(), false)));
+            }
+            let record = EventSchemaRecord {
+                version: latest.map_or(1, |l| l.version + 1),
+                schema: schema.clone(),
+            };
+            let key = schema_key(&record.schema.event_type, record.version);
+            let write = (key, ConfigRecord::EventSchema(record.clone()));
+            Ok((Some(write), (record, true)))
+        })
         .await?;
-    Ok(HttpResponse::Created().json(SchemaView::from(&record)))
+    let view = SchemaView::from(&record);
+    Ok(if created {
+        HttpResponse::Created().json(view)
+    } else {
+        HttpResponse::Ok().json(view)
+    })
 }
 
 pub async fn list(state: web::Data<AppState>) -> HttpResponse {
