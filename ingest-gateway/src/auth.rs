@@ -53,6 +53,8 @@ pub struct DataSource {
     pub refusal_budget: RateLimiter,
     /// Profile reads of `/context` (ClickHouse queries) it may still make.
     pub context_budget: RateLimiter,
+    /// Verifies `profileIdHash` proofs (see [`crate::identity`]).
+    pub identity: Option<crate::identity::IdentityKey>,
     /// What it was built from, to rebuild only what changed.
     record: DataSourceRecord,
 }
@@ -79,6 +81,10 @@ impl DataSource {
                 limits.context_reads_per_second,
                 limits.rate_share,
             ),
+            identity: record
+                .identity_secret
+                .as_deref()
+                .map(crate::identity::IdentityKey::new),
             record: record.clone(),
         }
     }
@@ -223,6 +229,7 @@ mod tests {
                 })
                 .collect(),
             max_events_per_second: None,
+            identity_secret: None,
         }
     }
 

@@ -143,6 +143,10 @@ fn desired_data_source(
         enabled: current.map_or(spec.enabled, |c| c.enabled),
         tokens,
         max_events_per_second: spec.max_events_per_second,
+        identity_secret: spec
+            .identity_secret
+            .clone()
+            .or_else(|| current.and_then(|c| c.identity_secret.clone())),
     })
 }
 

@@ -128,11 +128,19 @@ pub async fn context(
             .for_session(&client_id, &session_id)
             .await
             .map_err(|e| ApiError::ProfileUnavailable(e.to_string()))?;
+        // Whoever holds a session id may read its anonymous profile; an
+        // identified one only with proof of the identity (crate::identity).
+        let proven = profile.anonymous
+            || source.identity.as_ref().is_some_and(|key| {
+                key.verifies(&profile.profile_id, query.profile_id_hash.as_deref())
+            });
+        let profile = if proven { profile } else { profile.redacted() };
         Ok(HttpResponse::Ok().json(ContextAnswer {
             ack,
             session_id,
             profile_id: profile.profile_id.clone(),
             profile_properties: &profile.properties,
+            redacted: !proven,
             profile: &profile,
         }))
     }
@@ -145,6 +153,9 @@ pub async fn context(
 #[serde(rename_all = "camelCase")]
 pub struct ContextQuery {
     session_id: Option<String>,
+    /// Proof that the caller is the session's identified profile: hex
+    /// HMAC-SHA256 of its profile id under the source's identity secret.
+    profile_id_hash: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -155,6 +166,9 @@ struct ContextAnswer<'a> {
     session_id: String,
     profile_id: String,
     profile_properties: &'a std::collections::BTreeMap<String, Box<RawValue>>,
+    /// An identified profile answered without its data: no valid `profileIdHash`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    redacted: bool,
     profile: &'a crate::profiles::Profile,
 }
 

@@ -27,6 +27,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod configlog;
 pub mod errors;
+pub mod identity;
 pub mod ingest;
 pub mod json_errors;
 pub mod metrics;

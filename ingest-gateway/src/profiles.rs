@@ -38,6 +38,23 @@ pub struct Profile {
     pub session_count: u64,
 }
 
+impl Profile {
+    /// Only its id: what `/context` answers of an identified profile without
+    /// proof of the identity.
+    pub fn redacted(self) -> Self {
+        Self {
+            profile_id: self.profile_id,
+            anonymous: self.anonymous,
+            merged_ids: Vec::new(),
+            properties: BTreeMap::new(),
+            first_seen: None,
+            last_seen: None,
+            event_count: 0,
+            session_count: 0,
+        }
+    }
+}
+
 #[derive(Row, Deserialize)]
 struct Stats {
     first_seen_ms: u64,

@@ -133,6 +133,7 @@ pub fn bootstrap(sources: &[(String, String)]) -> Bootstrap {
                 write_key_hashes: Vec::new(),
                 enabled: true,
                 max_events_per_second: None,
+                identity_secret: None,
             })
             .collect(),
         event_schemas: schemas(),

@@ -31,6 +31,11 @@ pub struct DataSourceSpec {
     /// second's worth). Absent: unlimited.
     #[serde(default)]
     pub max_events_per_second: Option<u32>,
+    /// The secret under which the site's server signs profile ids for
+    /// `/context` (see `DataSourceRecord::identity_secret`). Absent: the
+    /// log's (set through the admin API), if any.
+    #[serde(default)]
+    pub identity_secret: Option<String>,
 }
 
 fn enabled_by_default() -> bool {
@@ -125,6 +130,11 @@ pub struct DataSourceRecord {
     pub tokens: Vec<TokenRecord>,
     #[serde(default)]
     pub max_events_per_second: Option<u32>,
+    /// The secret under which the site's server signs profile ids
+    /// (`profileIdHash`, an HMAC-SHA256): `/context` answers an identified
+    /// profile's properties only with that proof. Absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_secret: Option<String>,
 }
 
 /// One live write key of a data source.
@@ -434,6 +444,7 @@ mod snapshot_tests {
                 })
                 .collect(),
             max_events_per_second: None,
+            identity_secret: None,
         })
     }
 
@@ -534,6 +545,7 @@ mod snapshot_tests {
                 hash: format!("sha256:{}", "ab".repeat(32)),
             }],
             max_events_per_second: Some(5),
+            identity_secret: None,
         };
         let bytes =
             serde_json::to_vec(&ConfigRecord::DataSource(source.clone())).unwrap_or_default();

@@ -21,6 +21,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import time
 from datetime import datetime, timezone
@@ -70,8 +72,19 @@ ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|\+00:00)$")
 CONVERGE_S = 120.0
 
 
+#: The test data source's identity secret: /context answers an identified profile only with
+#: its id signed under it (see `context(as_profile=...)`).
+PROFILE_IDENTITY_SECRET = "is_e2e-profile-identity-secret"
+
+
 def profile_bootstrap(names) -> dict:
-    return {"dataSources": [data_source(names.client_id, [names.write_key])], "eventSchemas": [PROFILE_SCHEMA]}
+    source = data_source(names.client_id, [names.write_key], identitySecret=PROFILE_IDENTITY_SECRET)
+    return {"dataSources": [source], "eventSchemas": [PROFILE_SCHEMA]}
+
+
+def identity_proof(profile_id: str, secret: str = PROFILE_IDENTITY_SECRET) -> str:
+    """`profileIdHash`: what the site's server computes for its signed-in user."""
+    return hmac.new(secret.encode(), profile_id.encode(), hashlib.sha256).hexdigest()
 
 
 def iso(epoch_ms: int) -> str:
@@ -123,11 +136,15 @@ def context(
     session_id: str | None = None,
     body: Any = None,
     path: str = "/powehi/context",
+    as_profile: str | None = None,
     **kw,
 ) -> requests.Response:
-    """POST /context with `{"events": events}` (or a raw `body`), `?sessionId=` if given."""
+    """POST /context with `{"events": events}` (or a raw `body`), `?sessionId=` if given, and
+    the identity proof of `as_profile` (an identified profile is read only with it)."""
+    if as_profile is not None:
+        path = f"{path}{'&' if '?' in path else '?'}{urlencode({'profileIdHash': identity_proof(as_profile)})}"
     if session_id is not None:
-        path = f"{path}?{urlencode({'sessionId': session_id})}"
+        path = f"{path}{'&' if '?' in path else '?'}{urlencode({'sessionId': session_id})}"
     payload = body if body is not None else {"events": events or []}
     return retry_unavailable(lambda: post(gateway, payload, path=path, **kw))
 

@@ -133,14 +133,14 @@ def test_anonymous_session_identified_merges_into_the_profile(names, start_gatew
         properties={"plan": "pro", "lastN": 6}, first_ms=t0 - 60_000, last_ms=t0 + 60_000,
         merged_must={anon_s}, merged_within={anon_s, anon_id(scope, s2)},
     )
-    by_context = context_ok(gateway, session_id=s)
+    by_context = context_ok(gateway, session_id=s, as_profile=p)
     assert by_context["sessionId"] == s and by_context["profileId"] == p, by_context
     assert_profile(by_context["profile"], **merged_expected)
     by_p = admin_profile(admin, p)
     by_anon = admin_profile(admin, anon_s)
     assert_profile(by_p, **merged_expected)
     assert same_profile(by_anon, by_p), f"GET by the merged id must answer the surviving profile:\n{by_anon}\n{by_p}"
-    assert_profile(context_ok(gateway, session_id=s2)["profile"], **merged_expected)
+    assert_profile(context_ok(gateway, session_id=s2, as_profile=p)["profile"], **merged_expected)
 
     # In ClickHouse: each event belongs to its own profile; the session identified as P.
     rows = ch_query(f"SELECT event_id, profile_id FROM {names.database}.events WHERE scope = {sql_str(scope)}")
@@ -163,7 +163,7 @@ def test_anonymous_session_identified_merges_into_the_profile(names, start_gatew
     settle(names, store, {late["itemId"]})
     assert ch_scalar(f"SELECT profile_id FROM {names.database}.events WHERE event_id = {sql_str(late['itemId'])}") == anon_s
     merged_expected.update(event_count=7, properties={"plan": "enterprise", "lastN": 6})
-    assert_profile(context_ok(gateway, session_id=s)["profile"], **merged_expected)
+    assert_profile(context_ok(gateway, session_id=s, as_profile=p)["profile"], **merged_expected)
     assert_profile(admin_profile(admin, anon_s), **merged_expected)
     assert_profile(admin_profile(admin, p), **merged_expected)
 
@@ -417,7 +417,7 @@ def _check_every_profile(names, store, gateway, acked: set, expected: dict, samp
         assert_profile(got, **want)
         some_session = sorted(x["sessions"])[0]
         assert same_profile(admin_profile(admin, anon_id(scope, some_session)), got)
-        assert_profile(context_ok(gateway, session_id=some_session)["profile"], **want)
+        assert_profile(context_ok(gateway, session_id=some_session, as_profile=pid)["profile"], **want)
 
     # Still exactly EVENTS rows after all the checks: nothing was written late.
     assert int(ch_scalar(f"SELECT count() FROM {db}.events")) == EVENTS
@@ -457,7 +457,7 @@ def test_latest_event_time_wins_whatever_the_arrival_order(names, start_gateway,
         first_ms=t0 - 1_000, last_ms=t0 + 600_000,
     )
     assert_profile(admin_profile(admin, p), profile_id=p, **want)
-    assert_profile(context_ok(gateway, session_id=sp)["profile"], profile_id=p, **want)
+    assert_profile(context_ok(gateway, session_id=sp, as_profile=p)["profile"], profile_id=p, **want)
     want.update(anonymous=True, merged_within=set())
     assert_profile(context_ok(gateway, session_id=sa)["profile"], profile_id=anon_id(scope, sa), **want)
     assert_profile(admin_profile(admin, anon_id(scope, sa)), profile_id=anon_id(scope, sa), **want)
@@ -540,7 +540,7 @@ def test_context_answers_fresh_anonymous_profile_then_the_stored_one(names, star
     answer = context_ok(gateway, [ident])
     assert answer["sessionId"] == c, answer
     settle(names, store, {ident["itemId"]})
-    answer = context_ok(gateway, session_id=c)
+    answer = context_ok(gateway, session_id=c, as_profile=p)
     assert answer["profileId"] == p, answer
     assert_profile(answer["profile"], profile_id=p, anonymous=False, event_count=4, session_count=1,
                    properties={"plan": "gold", "lastN": 10}, first_ms=t0, last_ms=t0 + 5_000,

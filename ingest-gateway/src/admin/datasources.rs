@@ -34,6 +34,8 @@ pub struct DataSourceView {
     enabled: bool,
     max_events_per_second: Option<u32>,
     tokens: Vec<TokenView>,
+    /// An identity secret is set: `/context` can prove identified profiles.
+    identity_verification: bool,
 }
 
 #[derive(Serialize)]
@@ -48,6 +50,7 @@ impl From<&DataSourceRecord> for DataSourceView {
             name: record.name.clone(),
             enabled: record.enabled,
             max_events_per_second: record.max_events_per_second,
+            identity_verification: record.identity_secret.is_some(),
             tokens: record
                 .tokens
                 .iter()
@@ -114,6 +117,7 @@ pub async fn create(
         enabled: true,
         tokens: vec![token],
         max_events_per_second: request.max_events_per_second,
+        identity_secret: None,
     };
     // Only if absent: of two creates of one id, one gets 409.
     let record = change(&state, &record.id.clone(), |current| match current {
@@ -211,6 +215,23 @@ pub async fn revoke_token(
     })
     .await?;
     Ok(HttpResponse::Ok().json(DataSourceView::from(&record)))
+}
+
+/// Sets a new identity secret (the old one stops verifying at once) and
+/// shows it once: the site's server signs profile ids with it (see
+/// [`crate::identity`]).
+pub async fn rotate_identity_secret(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, AdminError> {
+    let secret = format!("is_{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+    change(&state, &id, |current| {
+        let mut record = found(current, &id)?;
+        record.identity_secret = Some(secret.clone());
+        Ok(Some(record))
+    })
+    .await?;
+    Ok(HttpResponse::Created().json(serde_json::json!({ "identitySecret": secret })))
 }
 
 pub fn existing(state: &AppState, id: &str) -> Result<DataSourceRecord, AdminError> {

@@ -50,6 +50,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 "/datasources/{id}/tokens/{token_id}",
                 web::delete().to(datasources::revoke_token),
             )
+            .route(
+                "/datasources/{id}/identity-secret",
+                web::post().to(datasources::rotate_identity_secret),
+            )
             .route("/datasources/{id}/events", web::get().to(events::list))
             .route("/profiles/{profile_id}", web::get().to(profiles::get))
             .route("/schemas", web::get().to(schemas::list))
