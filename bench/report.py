@@ -81,6 +81,7 @@ fresh_pipe_events = load("freshness_pipeline_events")
 pipeline_cpu = load("pipeline_cpu")
 gw_rss, fresh_rss = load("gateway_rss"), load("fresh_rss")
 stall, stall_rss, slow = load("gateway_stall"), load("gateway_stall_rss"), load("worker_slow")
+slow_clients, slow_clients_run = load("slow_clients"), load("gateway_slow_clients")
 takeover, reads, restart = load("takeover"), load("reads"), load("restart")
 commands = (WORK / "commands.txt").read_text().strip()
 
@@ -280,6 +281,11 @@ lines += [
     f"100-event batches ({stall['elapsed_s']:.0f} s, {stall['connections']} connections) "
     f"| answers by status {json.dumps(stall['status'])}, latency max {ms(stall['latency_ms']['max'])} ms | {mib(stall_rss['gateway_peak_rss_kb'])} "
     f"| {mib(gw_rss['gateway_peak_rss_kb'])} |",
+    f"| gateway | {slow_clients['clients']:,} connections declaring 1 MiB bodies and sending a byte a second "
+    f"for {slow_clients['seconds']:.0f} s (`bench/slow_clients.py`), beside {num(slow_clients_run['target_rate'])} req/s "
+    f"of normal single-event requests | normal requests: {json.dumps(slow_clients_run['status'])}, latency p99 "
+    f"{ms(slow_clients_run['latency_ms']['p99'])} ms; slow ones answered and closed: {slow_clients['answered']:,} "
+    f"| {mib(slow_clients['gateway_peak_rss_kb'])} | {mib(gw_rss['gateway_peak_rss_kb'])} |",
     f"| worker | every INSERT held back {slow['insert_delay_ms']} ms (`powehi-loadgen slow-proxy`) "
     f"for {slow['seconds']} s, draining the preloaded topic | {slow['stored']:,} rows stored "
     f"| {mib(slow['worker_peak_rss_kb'])} | {mib(workers[1]['peak_rss_kb'])} |",

@@ -51,6 +51,8 @@ if [ "$MODE" = smoke ]; then
     : "${BENCH_MAX_OPEN_RATE:=100}"   # open-loop runs never go above this
     : "${BENCH_WORKER_TIMEOUT:=60}"
     : "${BENCH_STALL_SECONDS:=1}"     # Kafka paused under load
+    : "${BENCH_SLOW_CLIENTS:=50}"      # connections dribbling their bodies…
+    : "${BENCH_SLOW_CLIENT_SECONDS:=4}" # …for this long
     : "${BENCH_SLOW_INSERT_MS:=200}"  # every ClickHouse INSERT held back this long…
     : "${BENCH_SLOW_SECONDS:=3}"      # …for this long
     : "${BENCH_TAKEOVER_ROWS:=20000}" # rows already stored when a worker takes over
@@ -75,6 +77,8 @@ else
     # Under the broker's session timeout (9 s): a longer pause makes the KRaft
     # controller in the same process fence its own broker when both wake up.
     : "${BENCH_STALL_SECONDS:=6}"
+    : "${BENCH_SLOW_CLIENTS:=1000}"
+    : "${BENCH_SLOW_CLIENT_SECONDS:=15}"
     # Under ClickHouse's keep_alive_timeout (3 s), or pooled connections break.
     : "${BENCH_SLOW_INSERT_MS:=2000}"
     : "${BENCH_SLOW_SECONDS:=30}"
@@ -451,6 +455,27 @@ measure gateway_stall http --url "$GW_URL" --client-id "$CLIENT" --token "$KEY" 
 wait "$STALLER"
 KAFKA_PAUSED=""
 echo "{\"stall_seconds\": $BENCH_STALL_SECONDS, \"gateway_peak_rss_kb\": $(peak_rss_kb "$GW_PID")}" >"$WORK/gateway_stall_rss.json"
+stop_started "$GW_PID"
+
+# Slow clients: connections that declare 1 MiB and dribble it a byte a second,
+# while normal clients send at a fixed rate. The gateway allocates nothing for
+# what is only declared and closes them at its body-read deadline (10 s).
+start_gateway gateway_slow "$RAW_LOAD" "${DB}_fresh"
+echo "bench/slow_clients.py ${GW_URL#http://} <client> <key> $BENCH_SLOW_CLIENTS $BENCH_SLOW_CLIENT_SECONDS   # beside the next run" >>"$WORK/commands.txt"
+python3 "$ROOT/bench/slow_clients.py" "$(echo "${GW_URL#http://}" | cut -d/ -f1)" "$CLIENT" "$KEY" \
+    "$BENCH_SLOW_CLIENTS" "$BENCH_SLOW_CLIENT_SECONDS" >"$WORK/slow_clients_run.json" &
+SLOW_CLIENTS=$!
+sleep 1
+measure gateway_slow_clients http --url "$GW_URL" --client-id "$CLIENT" --token "$KEY" \
+    --rate "$(rate_of 0.25 "$MAX_RPS")" --duration $((BENCH_SLOW_CLIENT_SECONDS - 2)) --warmup 0 \
+    --connections "$BENCH_CONNECTIONS" "${REQ_CAP[@]}"
+wait "$SLOW_CLIENTS"
+python3 - "$WORK/slow_clients_run.json" "$(peak_rss_kb "$GW_PID")" >"$WORK/slow_clients.json" <<'EOF2'
+import json, sys
+run = json.load(open(sys.argv[1]))
+run["gateway_peak_rss_kb"] = int(sys.argv[2])
+print(json.dumps(run))
+EOF2
 stop_started "$GW_PID"
 
 # A worker draining the preloaded topic while every INSERT is held back.

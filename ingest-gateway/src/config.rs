@@ -126,6 +126,12 @@ pub struct Config {
     )]
     pub kafka_delivery_timeout_ms: u64,
 
+    /// Most events queued for Kafka and not yet acknowledged, all requests
+    /// together (librdkafka's queue.buffering.max.messages; 128 MiB caps the
+    /// bytes): a request that finds the queue full is answered 503 at once.
+    #[arg(long, env = "POWEHI_KAFKA_QUEUE_MAX_EVENTS", default_value_t = 500_000)]
+    pub kafka_queue_max_events: u32,
+
     /// How long the producer waits to fill a batch (librdkafka's linger.ms).
     #[arg(long, env = "POWEHI_KAFKA_LINGER_MS", default_value_t = 2)]
     pub kafka_linger_ms: u64,

@@ -68,10 +68,16 @@ impl KafkaSink {
             config.kafka_linger_ms,
             &config.kafka_compression,
         );
-        client_config.set("client.id", "powehi-ingest-gateway").set(
-            "message.timeout.ms",
-            config.kafka_delivery_timeout_ms.to_string(),
-        );
+        client_config
+            .set("client.id", "powehi-ingest-gateway")
+            .set(
+                "message.timeout.ms",
+                config.kafka_delivery_timeout_ms.to_string(),
+            )
+            .set(
+                "queue.buffering.max.messages",
+                config.kafka_queue_max_events.to_string(),
+            );
         let producer = client_config.create_with_context(AckContext)?;
         Ok(Self {
             producer: RwLock::new(Arc::new(producer)),

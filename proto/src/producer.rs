@@ -31,7 +31,8 @@ pub fn raw_producer_config(brokers: &str, linger_ms: u64, compression: &str) -> 
         // requests back behind unacknowledged ones and stretched the ack tail.
         .set("socket.nagle.disable", "true")
         // Bounded memory: with this much unacknowledged data queued the producer
-        // answers QueueFull and callers wait instead of growing the heap.
+        // answers QueueFull instead of growing the heap (the gateway then
+        // answers 503 at once; the bench's loader waits).
         .set("queue.buffering.max.kbytes", "131072")
         .set("queue.buffering.max.messages", "500000")
         // librdkafka checks a partition's queued records for message.timeout.ms

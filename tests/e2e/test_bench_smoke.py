@@ -134,8 +134,12 @@ def test_smoke_benchmark_writes_every_section_with_numbers(services, tmp_path):
         assert accepted > 0 and rejected == 0, row
 
     # The slowed-down worker still stored rows, through the proxy that held its INSERTs back.
-    slow_worker = table_rows(section(text, "### Memory while Kafka or ClickHouse is slow"))[1]
+    memory_rows = table_rows(section(text, "### Memory while Kafka or ClickHouse is slow"))
+    slow_worker = memory_rows[2]
     assert re.match(r"^[1-9][\d,]* rows stored$", slow_worker[2]), slow_worker
+    # Beside the slow clients, every normal request was answered 200.
+    slow_clients = memory_rows[1]
+    assert re.match(r'^normal requests: \{"200": \d+\}, latency p99 [\d.]+ ms; slow ones', slow_clients[2]), slow_clients
 
     # Takeover at scale, beside the unkeyed queries of before; restart under the same name
     # and under a new one (the new name waits out the old session: longer).

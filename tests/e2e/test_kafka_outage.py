@@ -3,6 +3,7 @@ once Kafka is back, ingestion resumes by itself and nothing acknowledged before 
 
 from __future__ import annotations
 
+import threading
 import time
 
 from e2e_support import assert_error, event, post, retry_after_seconds, wait_group_caught_up, wait_until
@@ -68,3 +69,24 @@ def test_kafka_outage_answers_503_and_loses_nothing_acknowledged(
     wait_group_caught_up(names.group, names.topic, timeout=90)
     store.assert_each_stored_once(acked)
     assert worker.alive(), "the worker must ride out a Kafka restart"
+
+
+def test_a_full_producer_queue_is_a_503_at_once(names, start_gateway, kafka_control):
+    """With Kafka away, the first request's events wait in the producer's queue (until the
+    delivery timeout); a request that finds the queue full is answered 503 at once instead of
+    holding its memory while it waits for room."""
+    gateway = start_gateway(POWEHI_KAFKA_QUEUE_MAX_EVENTS=100, POWEHI_KAFKA_DELIVERY_TIMEOUT_MS=10_000)
+    resp, _, _ = send(gateway, 5, "warm")
+    assert resp.status_code == 200, resp.text
+    kafka_control.stop()
+    try:
+        holder = threading.Thread(target=send, args=(gateway, 90, "holder"))
+        holder.start()
+        time.sleep(0.5)  # its 90 events are queued
+        resp, _, took = send(gateway, 20, "over")
+        assert_error(resp, 503, "kafka_unavailable")
+        assert "queue is full" in resp.json()["error"]["message"], resp.text
+        assert took < 1.0, f"{took:.2f}s to refuse with a full queue"
+        holder.join(30)
+    finally:
+        kafka_control.start()
