@@ -55,6 +55,8 @@ pub struct DataSource {
     pub context_budget: RateLimiter,
     /// Verifies `profileIdHash` proofs (see [`crate::identity`]).
     pub identity: Option<crate::identity::IdentityKey>,
+    /// Origins whose pages may send (lowercase; `*`: any). See [`crate::cors`].
+    allowed_origins: Vec<String>,
     /// What it was built from, to rebuild only what changed.
     record: DataSourceRecord,
 }
@@ -85,8 +87,20 @@ impl DataSource {
                 .identity_secret
                 .as_deref()
                 .map(crate::identity::IdentityKey::new),
+            allowed_origins: record
+                .allowed_origins
+                .iter()
+                .map(|o| o.to_ascii_lowercase())
+                .collect(),
             record: record.clone(),
         }
+    }
+
+    /// Whether a page of `origin` may send with this source's keys.
+    pub fn allows_origin(&self, origin: &str) -> bool {
+        self.allowed_origins
+            .iter()
+            .any(|allowed| allowed == "*" || allowed.eq_ignore_ascii_case(origin))
     }
 
     fn accepts_key(&self, presented: &KeyHash) -> bool {
@@ -184,6 +198,24 @@ impl Registry {
         known.position = Some(snapshot.position);
     }
 
+    /// Whether a preflight from `origin` may be granted: for the data source
+    /// `client_id` when the request names one, else for any source (a
+    /// preflight carries no credential headers; the actual request is judged
+    /// against its own source).
+    pub fn grants_origin(&self, client_id: Option<&str>, origin: &str) -> bool {
+        let known = self
+            .known
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match client_id {
+            Some(id) => known
+                .sources
+                .get(id)
+                .is_some_and(|s| s.allows_origin(origin)),
+            None => known.sources.values().any(|s| s.allows_origin(origin)),
+        }
+    }
+
     /// The data source `client_id` if `token` is one of its live write keys.
     /// Before the first snapshot nothing can be judged: `NotReady`, not 401.
     pub fn authenticate(&self, client_id: &str, token: &str) -> Result<Authenticated, ApiError> {
@@ -230,6 +262,7 @@ mod tests {
                 .collect(),
             max_events_per_second: None,
             identity_secret: None,
+            allowed_origins: proto::config::any_origin(),
         }
     }
 

@@ -35,6 +35,10 @@ pub fn load(path: &Path) -> anyhow::Result<Bootstrap> {
     for source in &bootstrap.data_sources {
         check_data_source_id(&source.id)
             .map_err(|problem| anyhow::anyhow!("POWEHI_BOOTSTRAP: {problem}"))?;
+        for origin in source.allowed_origins.iter().flatten() {
+            proto::config::check_origin(origin)
+                .map_err(|problem| anyhow::anyhow!("POWEHI_BOOTSTRAP: {problem}"))?;
+        }
     }
     Ok(bootstrap)
 }
@@ -147,6 +151,11 @@ fn desired_data_source(
             .identity_secret
             .clone()
             .or_else(|| current.and_then(|c| c.identity_secret.clone())),
+        allowed_origins: spec
+            .allowed_origins
+            .clone()
+            .or_else(|| current.map(|c| c.allowed_origins.clone()))
+            .unwrap_or_else(proto::config::any_origin),
     })
 }
 

@@ -27,10 +27,18 @@ pub enum ApiError {
     NotReady(&'static str),
     #[error("Content-Type {0:?} is not accepted: send application/json (or text/plain, as navigator.sendBeacon does)")]
     UnsupportedMediaType(String),
-    #[error("send both X-Client-ID and X-Client-Access-Token headers")]
+    #[error("Content-Encoding {0:?} is not supported: send gzip, deflate or an uncompressed body")]
+    UnsupportedEncoding(String),
+    #[error("{0}")]
+    MalformedEncoding(String),
+    #[error("send both X-Client-ID and X-Client-Access-Token headers (or ?clientId=&writeKey=)")]
     MissingCredentials,
     #[error("unknown X-Client-ID or wrong X-Client-Access-Token")]
     InvalidCredentials,
+    #[error(
+        "pages of origin {origin:?} may not send to data source {source_id:?} (its allowedOrigins)"
+    )]
+    OriginNotAllowed { origin: String, source_id: String },
     #[error("data source {0:?} is disabled")]
     DataSourceDisabled(String),
     #[error("the request body is larger than {limit} bytes: send smaller batches")]
@@ -82,9 +90,12 @@ impl ApiError {
         match self {
             Self::NotReady(_) => "not_ready",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::UnsupportedEncoding(_) => "unsupported_encoding",
+            Self::MalformedEncoding(_) => "malformed_encoding",
             Self::MissingCredentials => "missing_credentials",
             Self::InvalidCredentials => "invalid_credentials",
             Self::DataSourceDisabled(_) => "data_source_disabled",
+            Self::OriginNotAllowed { .. } => "origin_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::MalformedJson(_) => "malformed_json",
             Self::InvalidBody(_) => "invalid_body",
@@ -116,13 +127,16 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType(_) | Self::UnsupportedEncoding(_) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             Self::MissingCredentials | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
-            Self::DataSourceDisabled(_) => StatusCode::FORBIDDEN,
+            Self::DataSourceDisabled(_) | Self::OriginNotAllowed { .. } => StatusCode::FORBIDDEN,
             Self::PayloadTooLarge { .. } | Self::TooManyEvents { .. } => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             Self::MalformedJson(_)
+            | Self::MalformedEncoding(_)
             | Self::InvalidBody(_)
             | Self::EmptyBatch
             | Self::AllEventsRefused { .. }

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::header::{CONTENT_ENCODING, CONTENT_TYPE, ORIGIN};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use futures::StreamExt;
@@ -27,6 +27,7 @@ use serde_json::value::RawValue;
 
 use crate::admission::Ticket;
 use crate::auth::{Authenticated, DataSource};
+use crate::encoding::Encoding;
 use crate::errors::{ApiError, EventError};
 use crate::sink::OutRecord;
 use crate::AppState;
@@ -64,9 +65,19 @@ fn is_zero(n: &usize) -> bool {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Batch<'a> {
-    #[serde(borrow)]
+    #[serde(borrow, default)]
+    events: Option<Vec<&'a RawValue>>,
+    /// Unomi's ContextRequest names the session in the body (`/context`).
+    #[serde(default)]
+    session_id: Option<String>,
+}
+
+/// A request's events, and the session its body names, if any.
+struct Parsed<'a> {
     events: Vec<&'a RawValue>,
+    session_id: Option<String>,
 }
 
 pub async fn smile(
@@ -98,13 +109,15 @@ pub async fn context(
     let started = Instant::now();
     let rule = match query.session_id {
         Some(_) => BatchRule::MayBeEmpty,
-        None => BatchRule::AtLeastOneEvent,
+        None => BatchRule::MayBeEmptyWithBodySession,
     };
     let result = async {
         let ingested = ingest(&request, payload, &state, rule).await?;
+        // The query's session, else the body's (Unomi), else the first event's.
         let session_id = query
             .session_id
             .clone()
+            .or_else(|| ingested.body_session.clone())
             .or_else(|| ingested.first_session.clone());
         let source = ingested.source.clone();
         // Events all refused: that answer (with each event's reason) comes first.
@@ -197,6 +210,8 @@ fn observe(
 enum BatchRule {
     AtLeastOneEvent,
     MayBeEmpty,
+    /// Empty only when the body names a session (`/context` without `?sessionId=`).
+    MayBeEmptyWithBodySession,
 }
 
 /// What a request did: acknowledged events and per-event refusals.
@@ -209,6 +224,8 @@ struct Ingested {
     unrecorded: usize,
     /// Session of the first accepted event.
     first_session: Option<String>,
+    /// Session the body names (Unomi's ContextRequest).
+    body_session: Option<String>,
 }
 
 impl Ingested {
@@ -241,13 +258,28 @@ async fn ingest(
         return Err(ApiError::NotReady(reason));
     }
     check_media_type(request)?;
+    let encoding = Encoding::parse(
+        request
+            .headers()
+            .get(CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap_or("(not ASCII)")),
+    )?;
     let Authenticated {
         source,
         config_position,
     } = authenticate(request, state)?;
+    if let Some(origin) = request.headers().get(ORIGIN).and_then(|v| v.to_str().ok()) {
+        if !source.allows_origin(origin) {
+            return Err(ApiError::OriginNotAllowed {
+                origin: origin.to_string(),
+                source_id: source.id.clone(),
+            });
+        }
+    }
     // Held until the answer: the body and the records made of it.
     let mut ticket = state.admission.enter()?;
     let body = read_body(request, payload, &state.config, &mut ticket).await?;
+    let body = decode_body(body, encoding, state, &mut ticket)?;
     let batch = parse_batch(&body, rule)?;
     let limit = state.config.max_events_per_request;
     if batch.events.len() > limit {
@@ -325,6 +357,7 @@ async fn ingest(
         errors,
         unrecorded,
         first_session,
+        body_session: batch.session_id,
     })
 }
 
@@ -347,6 +380,16 @@ fn check_media_type(request: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
+/// The credentials `navigator.sendBeacon` can carry: it sets no headers, so
+/// the client id and write key may come as `?clientId=&writeKey=` (write keys
+/// are public: they sit in web pages). Headers take precedence.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct QueryCredentials {
+    client_id: Option<String>,
+    write_key: Option<String>,
+}
+
 fn authenticate(request: &HttpRequest, state: &AppState) -> Result<Authenticated, ApiError> {
     // Absent or empty: missing. Present but not visible ASCII: no id or key
     // ever is, so the credentials are wrong, not missing.
@@ -360,7 +403,15 @@ fn authenticate(request: &HttpRequest, state: &AppState) -> Result<Authenticated
     match (header("x-client-id"), header("x-client-access-token")) {
         (Some(Some(client_id)), Some(Some(token))) => state.registry.authenticate(client_id, token),
         (Some(_), Some(_)) => Err(ApiError::InvalidCredentials),
-        _ => Err(ApiError::MissingCredentials),
+        _ => {
+            let query = web::Query::<QueryCredentials>::from_query(request.query_string()).ok();
+            match query.as_ref().map(|q| (&q.client_id, &q.write_key)) {
+                Some((Some(client_id), Some(key))) if !client_id.is_empty() && !key.is_empty() => {
+                    state.registry.authenticate(client_id, key)
+                }
+                _ => Err(ApiError::MissingCredentials),
+            }
+        }
     }
 }
 
@@ -478,9 +529,38 @@ async fn read_body(
         .map_err(|_| ApiError::BodyTimeout(timeout))?
 }
 
-fn parse_batch(body: &[u8], rule: BatchRule) -> Result<Batch<'_>, ApiError> {
+/// The body as sent, decoded by its `Content-Encoding` within the body limit
+/// (see [`crate::encoding`]); bytes counted before and after.
+fn decode_body(
+    body: web::BytesMut,
+    encoding: Encoding,
+    state: &AppState,
+    ticket: &mut Ticket<'_>,
+) -> Result<web::BytesMut, ApiError> {
+    let bytes = &state.metrics.body_bytes;
+    bytes
+        .with_label_values(&[encoding.label(), "received"])
+        .inc_by(body.len() as u64);
+    if encoding == Encoding::Identity {
+        bytes
+            .with_label_values(&[encoding.label(), "decoded"])
+            .inc_by(body.len() as u64);
+        return Ok(body);
+    }
+    let decoded = encoding.decode(&body, state.config.max_body_bytes)?;
+    ticket.hold(decoded.len())?;
+    bytes
+        .with_label_values(&[encoding.label(), "decoded"])
+        .inc_by(decoded.len() as u64);
+    Ok(web::BytesMut::from(&decoded[..]))
+}
+
+fn parse_batch(body: &[u8], rule: BatchRule) -> Result<Parsed<'_>, ApiError> {
     if rule == BatchRule::MayBeEmpty && body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Batch { events: Vec::new() });
+        return Ok(Parsed {
+            events: Vec::new(),
+            session_id: None,
+        });
     }
     // serde would read the struct from an array too (`[[event, …]]`).
     if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
@@ -493,10 +573,27 @@ fn parse_batch(body: &[u8], rule: BatchRule) -> Result<Batch<'_>, ApiError> {
             serde_json::error::Category::Data => ApiError::InvalidBody(error.to_string()),
             _ => ApiError::MalformedJson(error.to_string()),
         })?;
-    if batch.events.is_empty() && rule == BatchRule::AtLeastOneEvent {
+    let may_be_empty = match rule {
+        BatchRule::AtLeastOneEvent => false,
+        BatchRule::MayBeEmpty => true,
+        BatchRule::MayBeEmptyWithBodySession => batch.session_id.is_some(),
+    };
+    let events = match batch.events {
+        Some(events) => events,
+        None if may_be_empty => Vec::new(),
+        None => {
+            return Err(ApiError::InvalidBody(
+                "missing field `events`: send {\"events\": [...]}".into(),
+            ))
+        }
+    };
+    if events.is_empty() && !may_be_empty {
         return Err(ApiError::EmptyBatch);
     }
-    Ok(batch)
+    Ok(Parsed {
+        events,
+        session_id: batch.session_id,
+    })
 }
 
 /// What every record of a request carries besides its event.
@@ -688,7 +785,23 @@ mod tests {
         };
         assert_eq!(empty(""), Some(0));
         assert_eq!(empty("{\"events\": []}"), Some(0));
-        assert!(parse_batch(b"{}", BatchRule::MayBeEmpty).is_err());
+        // Unomi's ContextRequest: the session in the body, events optional.
+        assert_eq!(empty("{}"), Some(0), "a known session reads the profile");
+        let unomi = parse_batch(
+            br#"{"sessionId":"s1"}"#,
+            BatchRule::MayBeEmptyWithBodySession,
+        );
+        assert_eq!(
+            unomi.ok().and_then(|b| b.session_id),
+            Some("s1".to_string())
+        );
+        let code = |body: &[u8]| {
+            parse_batch(body, BatchRule::MayBeEmptyWithBodySession)
+                .err()
+                .map(|e| e.code())
+        };
+        assert_eq!(code(b"{}"), Some("invalid_body"), "no session anywhere");
+        assert_eq!(code(br#"{"events":[]}"#), Some("empty_batch"));
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod configlog;
+pub mod cors;
+pub mod encoding;
 pub mod errors;
 pub mod identity;
 pub mod ingest;
@@ -179,8 +181,11 @@ fn public_server(
     let prefix = config.normalized_prefix().to_string();
     let public_metrics = config.public_metrics;
     let server = HttpServer::new(move || {
+        // The last wrap is the outermost: CORS grants go on every answer,
+        // also the ones json_errors rewrote.
         let mut app = App::new()
             .wrap(from_fn(json_errors::json_errors))
+            .wrap(from_fn(cors::cors))
             .app_data(state.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz));

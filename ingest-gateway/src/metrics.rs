@@ -33,6 +33,8 @@ pub struct Metrics {
     /// Ingest requests in progress, and the body bytes they hold (see
     /// `admission`); set when scraped.
     pub requests_in_progress: IntGauge,
+    /// Ingest body bytes by Content-Encoding, as received and as decoded.
+    pub body_bytes: IntCounterVec,
     pub body_bytes_in_progress: IntGauge,
 }
 
@@ -96,6 +98,13 @@ impl Metrics {
                 ),
                 &["route", "status"],
             )?,
+            body_bytes: IntCounterVec::new(
+                Opts::new(
+                    "powehi_gateway_body_bytes_total",
+                    "Ingest body bytes by Content-Encoding, as received and as decoded",
+                ),
+                &["encoding", "stage"],
+            )?,
             requests_in_progress: IntGauge::new(
                 "powehi_gateway_requests_in_progress",
                 "Ingest requests in progress (capped by POWEHI_MAX_CONCURRENT_REQUESTS)",
@@ -150,6 +159,9 @@ impl Metrics {
         metrics
             .registry
             .register(Box::new(metrics.requests_in_progress.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.body_bytes.clone()))?;
         metrics
             .registry
             .register(Box::new(metrics.body_bytes_in_progress.clone()))?;

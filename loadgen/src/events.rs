@@ -134,6 +134,7 @@ pub fn bootstrap(sources: &[(String, String)]) -> Bootstrap {
                 enabled: true,
                 max_events_per_second: None,
                 identity_secret: None,
+                allowed_origins: None,
             })
             .collect(),
         event_schemas: schemas(),

@@ -36,6 +36,10 @@ pub struct DataSourceSpec {
     /// log's (set through the admin API), if any.
     #[serde(default)]
     pub identity_secret: Option<String>,
+    /// Web origins whose pages may send (CORS): exact origins or `*`.
+    /// Absent: the log's, else any.
+    #[serde(default)]
+    pub allowed_origins: Option<Vec<String>>,
 }
 
 fn enabled_by_default() -> bool {
@@ -135,9 +139,41 @@ pub struct DataSourceRecord {
     /// profile's properties only with that proof. Absent: never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_secret: Option<String>,
+    /// Web origins whose pages may send events with this source's key
+    /// (CORS): exact origins (`https://shop.example`) or `*` (any). Records
+    /// written before the field existed allow any, as new sources do.
+    #[serde(default = "any_origin")]
+    pub allowed_origins: Vec<String>,
 }
 
-/// One live write key of a data source.
+/// What a data source allows when nobody said otherwise: any origin (write
+/// keys are public: they sit in web pages).
+pub fn any_origin() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
+/// Whether `origin` is a browser origin as `Origin` sends it: `*`, or
+/// `scheme://host[:port]` with nothing after.
+pub fn check_origin(origin: &str) -> Result<(), String> {
+    if origin == "*" {
+        return Ok(());
+    }
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or_else(|| format!("origin {origin:?} must start with https:// or http://, or be *"))?;
+    let plain = !rest.is_empty()
+        && rest
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if plain && origin.len() <= 255 {
+        Ok(())
+    } else {
+        Err(format!(
+            "origin {origin:?} must be scheme://host[:port] with no path, or *"
+        ))
+    }
+}
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TokenRecord {
@@ -445,6 +481,7 @@ mod snapshot_tests {
                 .collect(),
             max_events_per_second: None,
             identity_secret: None,
+            allowed_origins: any_origin(),
         })
     }
 
@@ -546,6 +583,7 @@ mod snapshot_tests {
             }],
             max_events_per_second: Some(5),
             identity_secret: None,
+            allowed_origins: any_origin(),
         };
         let bytes =
             serde_json::to_vec(&ConfigRecord::DataSource(source.clone())).unwrap_or_default();

@@ -4,7 +4,9 @@
 //! returned once at creation and kept only as its SHA-256 hash.
 
 use actix_web::{web, HttpResponse};
-use proto::config::{data_source_key, ConfigRecord, DataSourceRecord, TokenRecord};
+use proto::config::{
+    any_origin, check_origin, data_source_key, ConfigRecord, DataSourceRecord, TokenRecord,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -23,6 +25,26 @@ struct CreateDataSource {
     name: String,
     #[serde(default)]
     max_events_per_second: Option<u32>,
+    #[serde(default)]
+    allowed_origins: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct AllowedOrigins {
+    allowed_origins: Vec<String>,
+}
+
+fn checked_origins(origins: Vec<String>) -> Result<Vec<String>, AdminError> {
+    if origins.is_empty() || origins.len() > 100 {
+        return Err(AdminError::InvalidRequest(
+            "allowedOrigins must list 1 to 100 origins (\"*\" for any)".into(),
+        ));
+    }
+    for origin in &origins {
+        check_origin(origin).map_err(AdminError::InvalidRequest)?;
+    }
+    Ok(origins)
 }
 
 /// A data source as the API shows it: never a key, never a hash.
@@ -34,6 +56,7 @@ pub struct DataSourceView {
     enabled: bool,
     max_events_per_second: Option<u32>,
     tokens: Vec<TokenView>,
+    allowed_origins: Vec<String>,
     /// An identity secret is set: `/context` can prove identified profiles.
     identity_verification: bool,
 }
@@ -51,6 +74,7 @@ impl From<&DataSourceRecord> for DataSourceView {
             enabled: record.enabled,
             max_events_per_second: record.max_events_per_second,
             identity_verification: record.identity_secret.is_some(),
+            allowed_origins: record.allowed_origins.clone(),
             tokens: record
                 .tokens
                 .iter()
@@ -118,6 +142,10 @@ pub async fn create(
         tokens: vec![token],
         max_events_per_second: request.max_events_per_second,
         identity_secret: None,
+        allowed_origins: match request.allowed_origins {
+            Some(origins) => checked_origins(origins)?,
+            None => any_origin(),
+        },
     };
     // Only if absent: of two creates of one id, one gets 409.
     let record = change(&state, &record.id.clone(), |current| match current {
@@ -211,6 +239,26 @@ pub async fn revoke_token(
                 "data source {id:?} has no token {token_id:?}"
             )));
         }
+        Ok(Some(record))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(DataSourceView::from(&record)))
+}
+
+/// Replaces the origins whose pages may send with this source's keys.
+pub async fn set_allowed_origins(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let request: AllowedOrigins = parse_json(&body)?;
+    let origins = checked_origins(request.allowed_origins)?;
+    let record = change(&state, &id, |current| {
+        let mut record = found(current, &id)?;
+        if record.allowed_origins == origins {
+            return Ok(None);
+        }
+        record.allowed_origins = origins.clone();
         Ok(Some(record))
     })
     .await?;

@@ -51,6 +51,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 web::delete().to(datasources::revoke_token),
             )
             .route(
+                "/datasources/{id}/allowed-origins",
+                web::put().to(datasources::set_allowed_origins),
+            )
+            .route(
                 "/datasources/{id}/identity-secret",
                 web::post().to(datasources::rotate_identity_secret),
             )
