@@ -232,20 +232,16 @@ impl Store {
         let query = "SELECT count() FROM events WHERE scope = ? AND event_type = ? \
                      AND event_time = toDateTime(?) AND event_id = ? \
                      AND kafka_partition = ? AND kafka_offset = ?";
-        let found: u64 = self
-            .bounded(
-                self.client
-                    .query(query)
-                    .bind(&row.scope)
-                    .bind(&row.event_type)
-                    .bind(row.event_time)
-                    .bind(&row.event_id)
-                    .bind(row.kafka_partition)
-                    .bind(row.kafka_offset)
-                    .fetch_one(),
-            )
-            .await?;
-        Ok(found > 0)
+        let query = self
+            .client
+            .query(query)
+            .bind(&row.scope)
+            .bind(&row.event_type)
+            .bind(row.event_time)
+            .bind(&row.event_id)
+            .bind(row.kafka_partition)
+            .bind(row.kafka_offset);
+        self.any(query).await
     }
 
     /// Whether `rejected_events` holds this row (by its whole sort key).
@@ -253,18 +249,20 @@ impl Store {
         let query = "SELECT count() FROM rejected_events WHERE scope = ? \
                      AND received_at = toDateTime(?) AND event_id = ? \
                      AND kafka_partition = ? AND kafka_offset = ?";
-        let found: u64 = self
-            .bounded(
-                self.client
-                    .query(query)
-                    .bind(&row.scope)
-                    .bind(row.received_at)
-                    .bind(&row.event_id)
-                    .bind(row.kafka_partition)
-                    .bind(row.kafka_offset)
-                    .fetch_one(),
-            )
-            .await?;
+        let query = self
+            .client
+            .query(query)
+            .bind(&row.scope)
+            .bind(row.received_at)
+            .bind(&row.event_id)
+            .bind(row.kafka_partition)
+            .bind(row.kafka_offset);
+        self.any(query).await
+    }
+
+    /// Whether a `SELECT count() …` finds anything.
+    async fn any(&self, query: clickhouse::query::Query) -> Result<bool, StoreError> {
+        let found: u64 = self.bounded(query.fetch_one()).await?;
         Ok(found > 0)
     }
 

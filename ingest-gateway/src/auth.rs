@@ -147,23 +147,12 @@ impl Default for Registry {
     }
 }
 
-/// The data sources of one config snapshot and that snapshot's position,
-/// behind one lock so a request never pairs sources with another position.
+/// The data sources of the last config snapshot.
 #[derive(Debug, Default)]
 struct Known {
     sources: HashMap<String, Arc<DataSource>>,
-    /// [`ConfigSnapshot::position`] of the snapshot `sources` came from;
-    /// `None` until the first (replayed) snapshot arrives.
-    position: Option<i64>,
-}
-
-/// A request's data source, and the config-log position it was judged at.
-#[derive(Debug)]
-pub struct Authenticated {
-    pub source: Arc<DataSource>,
-    /// Stamped on the request's records ([`proto::Envelope::config_position`]):
-    /// the worker validates them against the schemas this gateway had then.
-    pub config_position: i64,
+    /// A (replayed) snapshot arrived: credentials can be judged.
+    synced: bool,
 }
 
 impl Registry {
@@ -195,7 +184,7 @@ impl Registry {
                 );
             }
         }
-        known.position = Some(snapshot.position);
+        known.synced = true;
     }
 
     /// Whether a preflight from `origin` may be granted: for the data source
@@ -218,27 +207,25 @@ impl Registry {
 
     /// The data source `client_id` if `token` is one of its live write keys.
     /// Before the first snapshot nothing can be judged: `NotReady`, not 401.
-    pub fn authenticate(&self, client_id: &str, token: &str) -> Result<Authenticated, ApiError> {
+    pub fn authenticate(&self, client_id: &str, token: &str) -> Result<Arc<DataSource>, ApiError> {
         let presented = hash_key(token);
-        let (source, position) = {
+        let (source, synced) = {
             let known = self
                 .known
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            (known.sources.get(client_id).cloned(), known.position)
+            (known.sources.get(client_id).cloned(), known.synced)
         };
-        let config_position =
-            position.ok_or(ApiError::NotReady("the config log is still being replayed"))?;
+        if !synced {
+            return Err(ApiError::NotReady("the config log is still being replayed"));
+        }
         let source = source
             .filter(|s| s.accepts_key(&presented))
             .ok_or(ApiError::InvalidCredentials)?;
         if !source.enabled {
             return Err(ApiError::DataSourceDisabled(source.id.clone()));
         }
-        Ok(Authenticated {
-            source,
-            config_position,
-        })
+        Ok(source)
     }
 }
 
@@ -283,7 +270,7 @@ mod tests {
     fn outcome(registry: &Registry, id: &str, token: &str) -> Result<String, String> {
         registry
             .authenticate(id, token)
-            .map(|a| a.source.id.clone())
+            .map(|source| source.id.clone())
             .map_err(|e| e.code().to_string())
     }
 
@@ -330,14 +317,19 @@ mod tests {
     }
 
     #[test]
-    fn authentication_carries_the_position_of_the_snapshot_it_used() {
+    fn an_unchanged_source_keeps_its_state_across_snapshots() {
         let r = Registry::default();
-        let position = |r: &Registry| r.authenticate("a", "k").map(|a| a.config_position).ok();
         r.sync(&snapshot(&[record("a", &["k"], true)], 7));
-        assert_eq!(position(&r), Some(7));
-        // An unchanged data source keeps its state but takes the new position.
+        let before = r.authenticate("a", "k").ok();
         r.sync(&snapshot(&[record("a", &["k"], true)], 12));
-        assert_eq!(position(&r), Some(12));
+        let after = r.authenticate("a", "k").ok();
+        assert!(
+            matches!((&before, &after), (Some(b), Some(a)) if Arc::ptr_eq(b, a)),
+            "rate-limit budget and all kept"
+        );
+        r.sync(&snapshot(&[record("a", &["k", "k2"], true)], 13));
+        let changed = r.authenticate("a", "k2").ok();
+        assert!(matches!((&after, &changed), (Some(a), Some(c)) if !Arc::ptr_eq(a, c)));
     }
 
     #[test]

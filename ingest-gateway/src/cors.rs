@@ -23,6 +23,7 @@ use actix_web::middleware::Next;
 use actix_web::{web, Error, HttpResponse, ResponseError};
 
 use crate::errors::ApiError;
+use crate::ingest::QueryCredentials;
 use crate::AppState;
 
 /// How long a browser may cache a preflight's answer, in seconds.
@@ -68,14 +69,7 @@ pub async fn cors(
 }
 
 fn preflight(request: &ServiceRequest, origin: &str) -> HttpResponse {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "camelCase")]
-    struct Named {
-        client_id: Option<String>,
-    }
-    let client_id = web::Query::<Named>::from_query(request.query_string())
-        .ok()
-        .and_then(|q| q.into_inner().client_id);
+    let client_id = QueryCredentials::from_query(request.query_string()).and_then(|q| q.client_id);
     let granted = request
         .app_data::<web::Data<AppState>>()
         .is_some_and(|state| state.registry.grants_origin(client_id.as_deref(), origin));

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::admission::Ticket;
-use crate::auth::{Authenticated, DataSource};
+use crate::auth::DataSource;
 use crate::encoding::Encoding;
 use crate::errors::{ApiError, EventError};
 use crate::sink::OutRecord;
@@ -264,10 +264,7 @@ async fn ingest(
             .get(CONTENT_ENCODING)
             .map(|v| v.to_str().unwrap_or("(not ASCII)")),
     )?;
-    let Authenticated {
-        source,
-        config_position,
-    } = authenticate(request, state)?;
+    let source = authenticate(request, state)?;
     if let Some(origin) = request.headers().get(ORIGIN).and_then(|v| v.to_str().ok()) {
         if !source.allows_origin(origin) {
             return Err(ApiError::OriginNotAllowed {
@@ -306,7 +303,7 @@ async fn ingest(
     let mut stamp = Stamp {
         client_id: &source.id,
         received_at_ms,
-        config_position: config_position.max(config.position),
+        config_position: config.position,
     };
     let max_event_bytes = state.config.max_event_bytes;
     let mut built = build_records(&batch.events, &stamp, &config, max_event_bytes);
@@ -318,7 +315,7 @@ async fn ingest(
             if position > stamp.config_position {
                 state.metrics.config_catch_ups.inc();
                 config = state.config_log.snapshot();
-                stamp.config_position = position.max(config.position);
+                stamp.config_position = config.position;
                 built = build_records(&batch.events, &stamp, &config, max_event_bytes);
             }
         }
@@ -385,12 +382,21 @@ fn check_media_type(request: &HttpRequest) -> Result<(), ApiError> {
 /// are public: they sit in web pages). Headers take precedence.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct QueryCredentials {
-    client_id: Option<String>,
+pub(crate) struct QueryCredentials {
+    pub(crate) client_id: Option<String>,
     write_key: Option<String>,
 }
 
-fn authenticate(request: &HttpRequest, state: &AppState) -> Result<Authenticated, ApiError> {
+impl QueryCredentials {
+    /// The ones in `query` (none when it does not parse).
+    pub(crate) fn from_query(query: &str) -> Option<Self> {
+        web::Query::<Self>::from_query(query)
+            .ok()
+            .map(web::Query::into_inner)
+    }
+}
+
+fn authenticate(request: &HttpRequest, state: &AppState) -> Result<Arc<DataSource>, ApiError> {
     // Absent or empty: missing. Present but not visible ASCII: no id or key
     // ever is, so the credentials are wrong, not missing.
     let header = |name: &str| {
@@ -404,7 +410,7 @@ fn authenticate(request: &HttpRequest, state: &AppState) -> Result<Authenticated
         (Some(Some(client_id)), Some(Some(token))) => state.registry.authenticate(client_id, token),
         (Some(_), Some(_)) => Err(ApiError::InvalidCredentials),
         _ => {
-            let query = web::Query::<QueryCredentials>::from_query(request.query_string()).ok();
+            let query = QueryCredentials::from_query(request.query_string());
             match query.as_ref().map(|q| (&q.client_id, &q.write_key)) {
                 Some((Some(client_id), Some(key))) if !client_id.is_empty() && !key.is_empty() => {
                     state.registry.authenticate(client_id, key)
@@ -600,8 +606,8 @@ fn parse_batch(body: &[u8], rule: BatchRule) -> Result<Parsed<'_>, ApiError> {
 struct Stamp<'a> {
     client_id: &'a str,
     received_at_ms: i64,
-    /// The config-log position the request was authenticated at, so the worker
-    /// judges its events by the schemas this gateway had applied by then.
+    /// The config-log position this gateway had applied when it took the
+    /// request, so the worker judges its events by the schemas as of then.
     config_position: i64,
 }
 
@@ -740,7 +746,7 @@ mod tests {
     }
 
     #[test]
-    fn every_record_carries_the_config_position_it_was_authenticated_at() {
+    fn every_record_carries_the_config_position_of_its_stamp() {
         let accepted = raw(
             r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"}"#,
         );

@@ -283,15 +283,14 @@ def pipeline(start_gateway, start_worker) -> tuple[Proc, Proc]:
 
 
 @pytest.fixture
-def slow_clickhouse(services, tmp_path):
-    """slow_clickhouse(delay_ms, only_with=None) -> the URL of a proxy to ClickHouse that holds
-    back what a client sends for delay_ms (only chunks containing `only_with`, if given):
-    `powehi-loadgen slow-proxy`. Stopped at teardown."""
+def slow_proxy(tmp_path):
+    """slow_proxy(upstream, delay_ms, only_with=None) -> the port of a `powehi-loadgen slow-proxy`
+    to `upstream` (host:port) that holds back what a client sends for delay_ms (only chunks
+    containing `only_with`, if given). Stopped at teardown."""
     proxies: list[subprocess.Popen] = []
 
-    def start(delay_ms: int, only_with: str | None = None) -> str:
+    def start(upstream: str, delay_ms: int, only_with: str | None = None) -> int:
         port = free_port()
-        upstream = CLICKHOUSE_URL.split("://", 1)[1].split("/", 1)[0]
         args = [str(LOADGEN_BIN), "slow-proxy", "--listen", f"127.0.0.1:{port}", "--upstream", upstream]
         args += ["--delay-ms", str(delay_ms)] + (["--only-with", only_with] if only_with else [])
         with open(tmp_path / f"slow-proxy-{port}.log", "wb") as log:
@@ -299,12 +298,36 @@ def slow_clickhouse(services, tmp_path):
         _ALL_POPENS.append(popen)
         proxies.append(popen)
         wait_until(lambda: _listening(port), START_TIMEOUT_S, what=f"slow-proxy on port {port}")
-        return f"http://127.0.0.1:{port}"
+        return port
 
     yield start
     for popen in proxies:
         popen.kill()
         popen.wait(timeout=10)
+
+
+@pytest.fixture
+def slow_clickhouse(services, slow_proxy):
+    """slow_clickhouse(delay_ms, only_with=None) -> the URL of a proxy to ClickHouse that holds
+    back what a client sends for delay_ms (see slow_proxy)."""
+    upstream = CLICKHOUSE_URL.split("://", 1)[1].split("/", 1)[0]
+
+    def start(delay_ms: int, only_with: str | None = None) -> str:
+        return f"http://127.0.0.1:{slow_proxy(upstream, delay_ms, only_with)}"
+
+    return start
+
+
+@pytest.fixture
+def slow_kafka(services, slow_proxy):
+    """slow_kafka(delay_ms) -> a bootstrap address whose traffic to the broker is held back
+    delay_ms (see slow_proxy)."""
+    upstream = KAFKA_BROKERS.split(",")[0]
+
+    def start(delay_ms: int) -> str:
+        return f"127.0.0.1:{slow_proxy(upstream, delay_ms)}"
+
+    return start
 
 
 def _listening(port: int) -> bool:

@@ -10,8 +10,6 @@ dead broker is answered within the delivery timeout.
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -20,8 +18,6 @@ import pytest
 import requests
 
 from e2e_support import (
-    KAFKA_BROKERS,
-    LOADGEN_BIN,
     START_TIMEOUT_S,
     Creds,
     Proc,
@@ -205,34 +201,3 @@ def _status(gateway: Proc, path: str) -> int | None:
         return gateway.get(path, timeout=2).status_code
     except requests.RequestException:
         return None
-
-
-@pytest.fixture
-def slow_kafka(services):
-    """slow_kafka(delay_ms) -> a bootstrap address whose traffic to the broker is held back
-    delay_ms (`powehi-loadgen slow-proxy`). Stopped at teardown."""
-    proxies: list[subprocess.Popen] = []
-
-    def start(delay_ms: int) -> str:
-        port = free_port()
-        upstream = KAFKA_BROKERS.split(",")[0]
-        args = [str(LOADGEN_BIN), "slow-proxy", "--listen", f"127.0.0.1:{port}", "--upstream", upstream]
-        popen = subprocess.Popen(
-            [*args, "--delay-ms", str(delay_ms)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        proxies.append(popen)
-        wait_until(lambda: _listening(port), START_TIMEOUT_S, what=f"slow-proxy on port {port}")
-        return f"127.0.0.1:{port}"
-
-    yield start
-    for popen in proxies:
-        popen.kill()
-        popen.wait(timeout=10)
-
-
-def _listening(port: int) -> bool:
-    with socket.socket() as probe:
-        return probe.connect_ex(("127.0.0.1", port)) == 0
