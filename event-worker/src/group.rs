@@ -63,6 +63,17 @@ impl GroupConsumer {
         tokio::task::block_in_place(|| self.consumer.commit(&list, CommitMode::Sync))
     }
 
+    /// librdkafka's fatal error, once the consumer has one: it is unusable
+    /// from then on. A static member frozen past its session timeout can get
+    /// one (`FencedInstanceId`) when it wakes and commits under its old
+    /// member id while it is rejoining under a new one.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.consumer
+            .client()
+            .fatal_error()
+            .map(|(code, reason)| format!("{code:?}: {reason}"))
+    }
+
     pub fn unsubscribe(&self) {
         self.consumer.unsubscribe();
     }

@@ -46,7 +46,7 @@ use crate::batch::Limits;
 use crate::dedup::RecentItems;
 use crate::http::{Blocked, Health};
 use crate::metrics::Metrics;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Ended, Pipeline};
 use crate::store::Store;
 use crate::writer::InsertGate;
 
@@ -125,33 +125,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
 
     let insert_gate = Arc::new(InsertGate::new(store.timeout()));
-    let (consumer, rebalances) = kafka::consumer(&config, metrics.clone(), insert_gate.clone())
-        .context("creating the kafka consumer")?;
-    consumer
-        .subscribe(&[&config.kafka.raw_topic])
-        .context("subscribing to the raw topic")?;
-    health.started.store(true, Ordering::Relaxed);
-    tracing::info!(topic = %config.kafka.raw_topic, group = %config.consumer_group, "consuming");
-
-    let limits = Limits {
-        max_rows: config.batch_max_rows,
-        max_bytes: config.batch_max_bytes,
-        max_age: config.batch_max_age(),
-    };
-    let pipeline = Pipeline::new(
-        consumer,
-        rebalances,
+    let pipelines = Pipelines {
+        config: config.clone(),
+        metrics,
         insert_gate,
         store,
-        config.kafka.raw_topic.clone(),
-        limits,
-        metrics,
         follower,
-        RecentItems::new(config.dedup_window_secs * 1000, config.dedup_max_items),
-        health.blocked.clone(),
+        blocked: health.blocked.clone(),
         stopping,
-    );
-    let mut running = tokio::spawn(pipeline.run());
+    };
+    let started = pipelines.start()?;
+    health.started.store(true, Ordering::Relaxed);
+    let mut running = tokio::spawn(pipelines.run(started));
     tokio::select! {
         _ = shutdown => tracing::info!("shutdown requested"),
         // The pipeline only ends on request; if it panicked the process exits
@@ -170,6 +155,73 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     server.stop(true).await;
     Ok(())
+}
+
+/// What a pipeline is made of, to make a new one when a consumer is lost.
+struct Pipelines {
+    config: Config,
+    metrics: Arc<Metrics>,
+    insert_gate: Arc<InsertGate>,
+    store: Store,
+    follower: Arc<proto::follower::ConfigFollower>,
+    blocked: Arc<Blocked>,
+    stopping: watch::Receiver<bool>,
+}
+
+impl Pipelines {
+    /// A subscribed consumer and its pipeline.
+    fn start(&self) -> anyhow::Result<Pipeline> {
+        let config = &self.config;
+        let (consumer, rebalances) =
+            kafka::consumer(config, self.metrics.clone(), self.insert_gate.clone())
+                .context("creating the kafka consumer")?;
+        consumer
+            .subscribe(&[&config.kafka.raw_topic])
+            .context("subscribing to the raw topic")?;
+        tracing::info!(topic = %config.kafka.raw_topic, group = %config.consumer_group, "consuming");
+        let limits = Limits {
+            max_rows: config.batch_max_rows,
+            max_bytes: config.batch_max_bytes,
+            max_age: config.batch_max_age(),
+        };
+        Ok(Pipeline::new(
+            consumer,
+            rebalances,
+            self.insert_gate.clone(),
+            self.store.clone(),
+            config.kafka.raw_topic.clone(),
+            limits,
+            self.metrics.clone(),
+            self.follower.clone(),
+            RecentItems::new(config.dedup_window_secs * 1000, config.dedup_max_items),
+            self.blocked.clone(),
+            self.stopping.clone(),
+        ))
+    }
+
+    /// Runs `first`, then a new pipeline each time one loses its consumer,
+    /// until shutdown.
+    async fn run(self, first: Pipeline) {
+        let mut pipeline = first;
+        loop {
+            match pipeline.run().await {
+                Ended::ShutDown => return,
+                Ended::ConsumerLost(why) => {
+                    tracing::warn!(why, "the kafka consumer is unusable: starting a new one");
+                    self.metrics.consumer_restarts.inc();
+                }
+            }
+            loop {
+                match self.start() {
+                    Ok(next) => break pipeline = next,
+                    Err(error) => {
+                        tracing::warn!(error = %format!("{error:#}"), "cannot start a new consumer; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `rebuild-profiles`: migrations (so the tables exist), then the feed.

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub assigned_partitions: IntGauge,
     /// 1 while consumption is paused because ClickHouse cannot be written.
     pub paused: IntGauge,
+    /// Kafka consumers replaced after librdkafka declared one unusable.
+    pub consumer_restarts: IntCounter,
     /// Records behind the partition's end, from librdkafka statistics.
     pub consumer_lag: IntGaugeVec,
     /// Events by outcome (`accepted`, `rejected`).
@@ -96,6 +98,10 @@ impl Metrics {
             assigned_partitions: IntGauge::new(
                 "powehi_worker_assigned_partitions",
                 "Raw-topic partitions this worker owns",
+            )?,
+            consumer_restarts: IntCounter::new(
+                "powehi_worker_consumer_restarts_total",
+                "Kafka consumers replaced after a fatal error (e.g. a static member fenced after a freeze)",
             )?,
             paused: IntGauge::new(
                 "powehi_worker_paused",
@@ -179,6 +185,7 @@ impl Metrics {
             Box::new(metrics.commits.clone()),
             Box::new(metrics.assigned_partitions.clone()),
             Box::new(metrics.paused.clone()),
+            Box::new(metrics.consumer_restarts.clone()),
             Box::new(metrics.consumer_lag.clone()),
             Box::new(metrics.events.clone()),
             Box::new(metrics.rejections.clone()),

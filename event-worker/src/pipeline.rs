@@ -91,10 +91,25 @@ pub struct Pipeline {
     /// nothing written (see [`writer::write_isolating`]).
     refused_alone_since: Option<Instant>,
     shutdown: watch::Receiver<bool>,
+    /// The consumer's fatal error, once it has one: the pipeline then ends
+    /// (see [`Ended::ConsumerLost`]).
+    consumer_lost: Option<String>,
 }
 
-/// Why a wait was cut short.
+/// Why a wait was cut short: shutdown, or a consumer that cannot go on.
 struct ShuttingDown;
+
+/// How [`Pipeline::run`] ended.
+pub enum Ended {
+    /// Shutdown was asked for.
+    ShutDown,
+    /// The consumer hit a fatal error (librdkafka's word for "unusable"):
+    /// the caller starts over with a new consumer and a new pipeline. What
+    /// this one held is not committed, so its partitions' next owner (maybe
+    /// the new pipeline) reads it again, and storage absorbs what was
+    /// written already (see [`crate::replay`]).
+    ConsumerLost(String),
+}
 
 impl Pipeline {
     #[allow(clippy::too_many_arguments)]
@@ -128,10 +143,11 @@ impl Pipeline {
             held: VecDeque::new(),
             refused_alone_since: None,
             shutdown,
+            consumer_lost: None,
         }
     }
 
-    pub async fn run(mut self) {
+    pub async fn run(mut self) -> Ended {
         let mut shutdown = self.shutdown.clone();
         loop {
             if *shutdown.borrow() {
@@ -149,6 +165,9 @@ impl Pipeline {
                         Some(Ok(message)) => self.hold(message),
                         Some(Err(error)) => {
                             tracing::warn!(%error, "kafka consumer error");
+                            if self.lost_consumer() {
+                                break;
+                            }
                             tokio::time::sleep(Duration::from_millis(100)).await;
                         }
                         None => {}
@@ -171,12 +190,27 @@ impl Pipeline {
                 break;
             }
         }
+        let lost = self.consumer_lost.take();
         self.finish().await;
+        match lost {
+            Some(why) => Ended::ConsumerLost(why),
+            None => Ended::ShutDown,
+        }
+    }
+
+    /// Whether the consumer has a fatal error (remembered for [`Self::run`]).
+    fn lost_consumer(&mut self) -> bool {
+        if self.consumer_lost.is_none() {
+            self.consumer_lost = self.group.fatal_error();
+        }
+        self.consumer_lost.is_some()
     }
 
     /// Final writes and commits on shutdown; records not written stay
     /// uncommitted and are read again by whoever owns their partition next.
     async fn finish(mut self) {
+        // A new pipeline may follow (a lost consumer): it starts unblocked.
+        self.blockage.clear();
         tracing::info!(
             rows = self.batch.rows(),
             "shutting down: writing the last batch"
@@ -499,11 +533,11 @@ impl Pipeline {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return Err(ShuttingDown),
-                received = self.group.recv_or_tick() => {
-                    if let Some(Ok(message)) = received {
-                        self.hold(message);
-                    }
-                }
+                received = self.group.recv_or_tick() => match received {
+                    Some(Ok(message)) => self.hold(message),
+                    Some(Err(_)) if self.lost_consumer() => return Err(ShuttingDown),
+                    _ => {}
+                },
                 _ = tokio::time::sleep_until(until) => {
                     self.apply_rebalances();
                     return Ok(());

@@ -359,3 +359,34 @@ def test_worker_restarted_after_kill_9_gets_its_partitions_back_within_3_s(names
         f"the worker restarted under the same POWEHI_WORKER_ID owned its partitions only {took:.1f}s after "
         f"its start (limit {REJOIN_S:.0f}s): static membership did not apply"
     )
+
+
+def test_a_worker_whose_consumer_is_fenced_starts_a_new_one_and_stores_everything_once(
+    names, start_gateway, start_worker
+):
+    """librdkafka declares a static member's consumer unusable (FencedInstanceId) when another
+    consumer takes its group.instance.id; a worker frozen past its session timeout can meet this
+    when it wakes. Provoked here on purpose: a second process joins under the first worker's id
+    and is killed. The first worker must start a new consumer, own every partition again and
+    store every acknowledged event exactly once, instead of idling forever on a dead consumer."""
+    gateway = start_gateway(bootstrap=tick_bootstrap(names))
+    env = {"POWEHI_WORKER_ID": f"w-{names.hex}", "POWEHI_KAFKA_SESSION_TIMEOUT_MS": SESSION_TIMEOUT_MS}
+    worker = start_worker(**env)
+    wait_until(lambda: worker.assigned_partitions() == PARTITIONS, 30, what="the worker to own all partitions")
+    stream = TagStream(gateway, max_seconds=120)
+    stream.start()
+    try:
+        stream.wait_acked(200, timeout=60)
+        usurper = start_worker(wait=None, **env)
+        wait_until(lambda: (worker.metric("powehi_worker_consumer_restarts_total") or 0) >= 1, 60,
+                   what="the fenced worker to start a new consumer")
+        usurper.kill9()
+        wait_until(lambda: worker.assigned_partitions() == PARTITIONS, 60,
+                   what="the worker to own all partitions again")
+        stream.wait_acked(len(stream.acked) + 200, timeout=60)
+    finally:
+        stream.stop()
+        stream.join()
+    assert worker.alive()
+    wait_tags_stored(names, names.database, stream.acked)
+    assert_tags_exactly_once(names.database, stream.acked)
