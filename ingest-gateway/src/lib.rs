@@ -36,6 +36,7 @@ pub mod metrics;
 pub mod profiles;
 pub mod ratelimit;
 pub mod sink;
+pub mod tracker;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -194,10 +195,12 @@ fn public_server(
         }
         app = app
             .route("/smile", web::post().to(ingest::smile))
-            .route("/context", web::post().to(ingest::context));
+            .route("/context", web::post().to(ingest::context))
+            .route("/powehi.js", web::get().to(tracker::script));
         if !prefix.is_empty() {
             app = app
                 .route(&format!("{prefix}/smile"), web::post().to(ingest::smile))
+                .route(&format!("{prefix}/powehi.js"), web::get().to(tracker::script))
                 .route(
                     &format!("{prefix}/context"),
                     web::post().to(ingest::context),
