@@ -87,6 +87,10 @@ pub struct Config {
 /// One-off operations instead of consuming.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum Command {
+    /// Brings the ClickHouse database up to this version's layout (what a
+    /// worker does at every start), then exits: run it before a rolling
+    /// upgrade so no worker of the new version waits on another's migration.
+    Migrate,
     /// Feeds every stored event to the profile tables again, then exits.
     /// Idempotent (the profile aggregates ignore a record they already hold):
     /// repairs profiles after a derived table was lost or damaged. With

@@ -10,7 +10,8 @@
 //! - [`replay`]: why a record is never written twice.
 //! - [`dedup`]: producer retries (same itemId) dropped within a window.
 //! - [`profiles`]: why profiles stay right with many workers and under replay.
-//! - [`store`]: ClickHouse migrations, inserts and stored offsets.
+//! - [`migrations`]: the ClickHouse layout, brought up to date at start.
+//! - [`store`]: ClickHouse inserts and stored offsets.
 //! - [`writer`]: the insert in flight while the next batch fills.
 //! - [`http`], [`metrics`]: probes and Prometheus.
 
@@ -22,6 +23,7 @@ pub mod group;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod migrations;
 pub mod partitions;
 pub mod pipeline;
 pub mod profiles;
@@ -53,6 +55,21 @@ use crate::writer::InsertGate;
 /// Runs the worker until `shutdown` resolves, then writes the last batch,
 /// commits and leaves the consumer group.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let store = Store::new(&config);
+    match config.command {
+        Some(config::Command::RebuildProfiles { truncate }) => {
+            return rebuild_profiles(&store, truncate).await;
+        }
+        Some(config::Command::Migrate) => {
+            store
+                .migrate()
+                .await
+                .context("applying clickhouse migrations")?;
+            tracing::info!(database = %config.clickhouse.database, "clickhouse migrations applied");
+            return Ok(());
+        }
+        None => {}
+    }
     let metrics = Arc::new(Metrics::new()?);
     let health = Arc::new(Health {
         metrics: metrics.clone(),
@@ -64,11 +81,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     tracing::info!(addr = %config.http_addr, "worker probes listening");
 
     let (stop, stopping) = watch::channel(false);
-    let store = Store::new(&config);
-    if let Some(config::Command::RebuildProfiles { truncate }) = config.command {
-        server.stop(true).await;
-        return rebuild_profiles(&store, truncate).await;
-    }
     tokio::pin!(shutdown);
     let migrated = async {
         loop {

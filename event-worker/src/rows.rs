@@ -8,6 +8,7 @@ use clickhouse::Row;
 use proto::config::ConfigSnapshot;
 use proto::reason::{Reason, ReasonCode};
 use proto::schema::{validate_event, Validated};
+use proto::time::corrected_time_ms;
 use proto::{best_effort_ids, check_event, profile_of, Envelope, EventFields};
 use serde::Serialize;
 
@@ -43,6 +44,13 @@ pub struct EventRow {
     /// Profile properties the event sets, names and JSON values pairwise.
     pub profile_property_names: Vec<String>,
     pub profile_property_values: Vec<String>,
+    /// When the event happened by the server's clock (`corrected_time_ms`).
+    pub corrected_time: u32,
+    pub corrected_time_ms: u64,
+    pub client_ip: String,
+    pub user_agent: String,
+    pub origin: String,
+    pub referer: String,
 }
 
 /// The columns of an [`EventRow`] the profile views read: a row of the Null
@@ -53,6 +61,9 @@ pub struct FeedRow<'a> {
     pub scope: &'a str,
     pub session_id: &'a str,
     pub profile_id: &'a str,
+    /// The corrected time: profiles order by when events happened by the
+    /// server's clock, so a device whose clock runs ahead cannot own a
+    /// profile's latest values.
     pub event_time_ms: u64,
     pub kafka_partition: u32,
     pub kafka_offset: u64,
@@ -67,7 +78,7 @@ impl EventRow {
             scope: &self.scope,
             session_id: &self.session_id,
             profile_id: &self.profile_id,
-            event_time_ms: self.event_time_ms,
+            event_time_ms: self.corrected_time_ms,
             kafka_partition: self.kafka_partition,
             kafka_offset: self.kafka_offset,
             profile_property_names: &self.profile_property_names,
@@ -96,6 +107,10 @@ pub struct RejectedRow {
     pub raw: String,
     pub kafka_partition: u32,
     pub kafka_offset: u64,
+    pub client_ip: String,
+    pub user_agent: String,
+    pub origin: String,
+    pub referer: String,
 }
 
 #[derive(Debug)]
@@ -173,6 +188,12 @@ fn event_row(
     position: Position,
 ) -> EventRow {
     let received_at_ms = clamp_ms(envelope.received_at_ms);
+    let corrected_ms = corrected_time_ms(
+        fields.time_stamp.timestamp_millis(),
+        fields.send_at.map(|t| t.timestamp_millis()),
+        envelope.received_at_ms,
+    );
+    let context = &envelope.context;
     let (source_id, source_type) = item_columns(fields.source.as_ref());
     let (target_id, target_type) = item_columns(fields.target.as_ref());
     EventRow {
@@ -210,6 +231,12 @@ fn event_row(
             .into_iter()
             .map(|(_, value)| value)
             .collect(),
+        corrected_time: seconds(corrected_ms),
+        corrected_time_ms: clamp_ms(corrected_ms),
+        client_ip: context.ip.to_string(),
+        user_agent: context.user_agent.to_string(),
+        origin: context.origin.to_string(),
+        referer: context.referer.to_string(),
     }
 }
 
@@ -242,6 +269,10 @@ fn rejected_row(
         raw: envelope.event.get().to_string(),
         kafka_partition: position.partition.max(0) as u32,
         kafka_offset: position.offset.max(0) as u64,
+        client_ip: envelope.context.ip.to_string(),
+        user_agent: envelope.context.user_agent.to_string(),
+        origin: envelope.context.origin.to_string(),
+        referer: envelope.context.referer.to_string(),
     }
 }
 
@@ -267,6 +298,10 @@ fn poison_row(payload: &[u8], problem: String, position: Position, record_ms: i6
         raw: String::from_utf8_lossy(excerpt).into_owned(),
         kafka_partition: position.partition.max(0) as u32,
         kafka_offset: position.offset.max(0) as u64,
+        client_ip: String::new(),
+        user_agent: String::new(),
+        origin: String::new(),
+        referer: String::new(),
     }
 }
 
@@ -334,6 +369,44 @@ mod tests {
             super::decode(&stamped(2), POSITION, 0, &after),
             Decoded::Rejected(_)
         ));
+    }
+
+    #[test]
+    fn the_row_keeps_the_corrected_time_and_the_request_context() {
+        // Received at 1700000000.123; the device clock runs an hour ahead.
+        let event = r#"{"eventType":"view","sessionId":"s","scope":"demo","source":{"itemId":"i","itemType":"t"},
+            "properties":{"a":1},"timeStamp":"2023-11-14T23:13:15Z","sendAt":"2023-11-14T23:13:20.123Z"}"#;
+        let context =
+            r#""ctx":{"ip":"203.0.113.9","ua":"Agent/1","origin":"https://shop.example"},"#;
+        let Decoded::Accepted(row) = decode(&envelope(event, context), POSITION) else {
+            panic!("accepted")
+        };
+        assert_eq!(
+            row.event_time_ms, 1_700_003_595_000,
+            "the timeStamp as sent"
+        );
+        assert_eq!(row.corrected_time_ms, 1_700_000_000_123 - 5_123);
+        assert_eq!(
+            row.feed().event_time_ms,
+            row.corrected_time_ms,
+            "profiles order by it"
+        );
+        assert_eq!(row.corrected_time, 1_699_999_995);
+        assert_eq!(
+            (
+                row.client_ip.as_str(),
+                row.user_agent.as_str(),
+                row.origin.as_str(),
+                row.referer.as_str()
+            ),
+            ("203.0.113.9", "Agent/1", "https://shop.example", "")
+        );
+        let Decoded::Rejected(rejected) =
+            decode(&envelope(r#"{"eventType":"view"}"#, context), POSITION)
+        else {
+            panic!("rejected")
+        };
+        assert_eq!(rejected.origin, "https://shop.example");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! ClickHouse: migrations, batch inserts, and what is already stored.
+//! ClickHouse: batch inserts, and what is already stored (the layout is
+//! [`crate::migrations`]'s).
 //!
 //! Every call is bounded by a timeout (`POWEHI_CLICKHOUSE_TIMEOUT_MS`). A
 //! failure is either *unavailable* (no answer, a timeout, an overloaded or
@@ -13,18 +14,6 @@ use clickhouse::Client;
 
 use crate::config::Config;
 use crate::rows::{EventRow, FeedRow, RejectedRow};
-
-/// Migrations in order; each file's statements are separated by `;` at line end.
-const MIGRATIONS: &[(&str, &str)] = &[
-    (
-        "0001_events.sql",
-        include_str!("../../deploy/clickhouse/migrations/0001_events.sql"),
-    ),
-    (
-        "0002_profiles.sql",
-        include_str!("../../deploy/clickhouse/migrations/0002_profiles.sql"),
-    ),
-];
 
 /// Tables the profile views write; what `rebuild-profiles --truncate` empties.
 const DERIVED_PROFILE_TABLES: &[&str] = &[
@@ -106,12 +95,31 @@ impl Store {
             .with_user(&config.clickhouse.user)
             .with_password(&config.clickhouse.password)
             .with_validation(false);
-        Self {
-            client: admin.clone().with_database(&config.clickhouse.database),
+        Self::with_client(
             admin,
-            database: config.clickhouse.database.clone(),
-            timeout: config.clickhouse_timeout(),
+            &config.clickhouse.database,
+            config.clickhouse_timeout(),
+        )
+    }
+
+    /// A store of `database` on the server `admin` talks to (a client with no
+    /// default database), each call bounded by `timeout`.
+    pub fn with_client(admin: Client, database: &str, timeout: Duration) -> Self {
+        Self {
+            client: admin.clone().with_database(database),
+            admin,
+            database: database.to_string(),
+            timeout,
         }
+    }
+
+    /// A client without a default database (migrations create it).
+    pub(crate) fn admin(&self) -> &Client {
+        &self.admin
+    }
+
+    pub(crate) fn database(&self) -> &str {
+        &self.database
     }
 
     /// The bound on every call.
@@ -119,7 +127,7 @@ impl Store {
         self.timeout
     }
 
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         call: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
     ) -> Result<T, StoreError> {
@@ -127,49 +135,6 @@ impl Store {
             Ok(result) => Ok(result?),
             Err(_) => Err(StoreError::Timeout(self.timeout)),
         }
-    }
-
-    /// Creates the database and every table and view if missing. Idempotent.
-    /// A database laid out by an earlier version (plain MergeTree `events`,
-    /// which a repeated write would duplicate) is refused, not silently used.
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        self.bounded(
-            self.admin
-                .query(&format!("CREATE DATABASE IF NOT EXISTS {}", self.database))
-                .execute(),
-        )
-        .await?;
-        for (name, text) in MIGRATIONS {
-            for statement in statements(text, &self.database) {
-                tracing::debug!(migration = name, "applying statement");
-                self.bounded(self.admin.query(&statement).execute()).await?;
-            }
-        }
-        self.check_layout().await
-    }
-
-    async fn check_layout(&self) -> Result<(), StoreError> {
-        let query = "SELECT name, engine FROM system.tables WHERE database = ? \
-                     AND name IN ('events', 'rejected_events', 'profile_feed')";
-        let tables: Vec<(String, String)> = self
-            .bounded(self.admin.query(query).bind(&self.database).fetch_all())
-            .await?;
-        let expected = [
-            ("events", "ReplacingMergeTree"),
-            ("rejected_events", "ReplacingMergeTree"),
-            ("profile_feed", "Null"),
-        ];
-        for (table, engine) in expected {
-            if !tables.iter().any(|(n, e)| n == table && e == engine) {
-                return Err(StoreError::Layout(format!(
-                    "database {} was laid out by an earlier Powehi version ({table} is not \
-                     {engine}); point POWEHI_CLICKHOUSE_DATABASE at a new database (README, \
-                     \"Upgrading\")",
-                    self.database
-                )));
-            }
-        }
-        Ok(())
     }
 
     /// One INSERT of all `rows` into `table` (RowBinary, LZ4-compressed):
@@ -214,11 +179,13 @@ impl Store {
                     .await?;
             }
         }
+        // The feed's event time is the corrected one (see rows::FeedRow).
         let columns = "event_id, scope, session_id, profile_id, event_time_ms, kafka_partition, \
                        kafka_offset, profile_property_names, profile_property_values";
+        let values = columns.replacen("event_time_ms", "corrected_time_ms", 1);
         self.client
             .query(&format!(
-                "INSERT INTO profile_feed ({columns}) SELECT {columns} FROM events FINAL"
+                "INSERT INTO profile_feed ({columns}) SELECT {values} FROM events FINAL"
             ))
             .execute()
             .await?;
@@ -326,43 +293,9 @@ impl Store {
     }
 }
 
-/// Splits a migration file into statements, with comments removed and the
-/// database placeholder filled in.
-pub fn statements(text: &str, database: &str) -> Vec<String> {
-    let without_comments: String = text
-        .lines()
-        .filter(|line| !line.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    without_comments
-        .split(";\n")
-        .map(|s| {
-            s.trim()
-                .trim_end_matches(';')
-                .trim()
-                .replace("{database}", database)
-        })
-        .filter(|s| !s.is_empty())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn migrations_split_into_statements_for_the_named_database() {
-        let all: Vec<String> = MIGRATIONS
-            .iter()
-            .flat_map(|(_, text)| statements(text, "db1"))
-            .collect();
-        assert_eq!(all.len(), 17);
-        assert!(all
-            .iter()
-            .all(|s| !s.contains("{database}") && !s.contains("--")));
-        assert!(all[0].starts_with("CREATE TABLE IF NOT EXISTS db1.events"));
-        assert!(all[2].starts_with("CREATE VIEW IF NOT EXISTS db1.event_log"));
-    }
 
     #[test]
     fn refusals_are_told_from_an_unavailable_server() {

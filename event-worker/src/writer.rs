@@ -554,6 +554,10 @@ fn refused_event(row: EventRow, error: &str) -> RejectedRow {
         raw: raw.to_string(),
         kafka_partition: row.kafka_partition,
         kafka_offset: row.kafka_offset,
+        client_ip: row.client_ip,
+        user_agent: row.user_agent,
+        origin: row.origin,
+        referer: row.referer,
     }
 }
 

@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::Parser;
 use proto::cli::{ClickHouseArgs, KafkaArgs, LogArgs};
 
+use crate::request_context::IpNet;
+
 /// Largest event the gateway lets through: Kafka refuses records over its
 /// `message.max.bytes` (1 MB by default), and the envelope adds a little.
 const MAX_EVENT_BYTES_CEILING: usize = 900 * 1024;
@@ -115,6 +117,19 @@ pub struct Config {
     #[arg(long, env = "POWEHI_RATE_LIMIT_SHARE", default_value_t = 1)]
     pub rate_limit_share: u32,
 
+    /// How far ahead of this gateway's clock an event's time may be (its
+    /// `timeStamp`, corrected by `sendAt` when sent) before the event is
+    /// refused `time_in_future`: a device with a broken clock must not own
+    /// a profile's latest values until the world catches up with it.
+    #[arg(long, env = "POWEHI_FUTURE_TOLERANCE_SECONDS", default_value_t = 600)]
+    pub future_tolerance_seconds: u32,
+
+    /// Proxies whose `X-Forwarded-For` is believed: addresses or CIDR ranges,
+    /// comma-separated (e.g. `10.0.0.0/8,127.0.0.1`). Empty: the client IP
+    /// kept with events is the TCP peer's.
+    #[arg(long, env = "POWEHI_TRUSTED_PROXIES", value_delimiter = ',', value_parser = trusted_proxy)]
+    pub trusted_proxies: Vec<Option<IpNet>>,
+
     /// How long Kafka may take to acknowledge a request's events, queueing
     /// included, before the request is answered 503: a deadline of the
     /// gateway's own (librdkafka's message.timeout.ms too, which librdkafka
@@ -151,6 +166,15 @@ pub struct Config {
 
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// One entry of `POWEHI_TRUSTED_PROXIES`; an empty one (an empty variable,
+/// a trailing comma) stands for nothing.
+fn trusted_proxy(text: &str) -> Result<Option<IpNet>, String> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    text.parse().map(Some)
 }
 
 impl Config {
@@ -213,6 +237,11 @@ impl Config {
     /// The admin token in force: the configured one, or the demo default on loopback.
     pub fn effective_admin_token(&self) -> &str {
         self.admin_token.as_deref().unwrap_or(DEMO_ADMIN_TOKEN)
+    }
+
+    /// The configured trusted proxies, empty entries left out.
+    pub fn trusted_proxy_ranges(&self) -> Vec<IpNet> {
+        self.trusted_proxies.iter().flatten().copied().collect()
     }
 
     pub fn delivery_timeout(&self) -> Duration {

@@ -20,8 +20,9 @@ use chrono::Utc;
 use futures::StreamExt;
 use proto::config::ConfigSnapshot;
 use proto::reason::{Reason, ReasonCode};
+use proto::time::corrected_time_ms;
 use proto::topics::record_key;
-use proto::{check_event, Envelope};
+use proto::{check_event, Envelope, EventFields, RequestContext};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -29,6 +30,7 @@ use crate::admission::Ticket;
 use crate::auth::DataSource;
 use crate::encoding::Encoding;
 use crate::errors::{ApiError, EventError};
+use crate::request_context;
 use crate::sink::OutRecord;
 use crate::AppState;
 
@@ -300,10 +302,13 @@ async fn ingest(
     // Stamped with the config position this gateway had applied: the worker
     // judges the events by the schemas as of it (see event-worker's rows).
     let mut config = state.config_log.snapshot();
+    let context = request_context::of(request, &state.trusted_proxies);
     let mut stamp = Stamp {
         client_id: &source.id,
         received_at_ms,
         config_position: config.position,
+        context: &context,
+        future_tolerance_ms: i64::from(state.config.future_tolerance_seconds) * 1000,
     };
     let max_event_bytes = state.config.max_event_bytes;
     let mut built = build_records(&batch.events, &stamp, &config, max_event_bytes);
@@ -609,6 +614,10 @@ struct Stamp<'a> {
     /// The config-log position this gateway had applied when it took the
     /// request, so the worker judges its events by the schemas as of then.
     config_position: i64,
+    /// Where the request came from.
+    context: &'a RequestContext<'static>,
+    /// How far ahead of `received_at_ms` an event's time may be.
+    future_tolerance_ms: i64,
 }
 
 impl<'a> Stamp<'a> {
@@ -618,7 +627,41 @@ impl<'a> Stamp<'a> {
     {
         let mut envelope = Envelope::new(id, self.client_id, self.received_at_ms, event);
         envelope.config_position = Some(self.config_position);
+        envelope.context = self.context.borrowed();
         envelope
+    }
+
+    /// Refuses an event whose time, corrected for its producer's clock when it
+    /// sent `sendAt` (see [`corrected_time_ms`]), is further ahead of this
+    /// gateway's clock than the tolerance. The gateway decides, not the worker:
+    /// the producer learns it in the answer, and `received_at_ms`, the clock
+    /// it is judged by, is this gateway's.
+    fn check_time<'e>(&self, fields: EventFields<'e>) -> Result<EventFields<'e>, Reason> {
+        let time_stamp_ms = fields.time_stamp.timestamp_millis();
+        let send_at_ms = fields.send_at.map(|t| t.timestamp_millis());
+        let ahead_ms =
+            corrected_time_ms(time_stamp_ms, send_at_ms, self.received_at_ms) - self.received_at_ms;
+        if ahead_ms <= self.future_tolerance_ms {
+            return Ok(fields);
+        }
+        let (ahead, tolerance) = (ahead_ms / 1000, self.future_tolerance_ms / 1000);
+        let message = if send_at_ms.is_some() {
+            format!(
+                "timeStamp is {ahead} s later than sendAt, over the tolerance of {tolerance} s: \
+                 an event cannot happen long after it was sent"
+            )
+        } else {
+            format!(
+                "timeStamp is {ahead} s ahead of the server's clock, over the tolerance of \
+                 {tolerance} s: fix the sender's clock, or send sendAt (the time of sending) \
+                 so the server can correct it"
+            )
+        };
+        Err(Reason::new(
+            ReasonCode::TimeInFuture,
+            "$.timeStamp",
+            message,
+        ))
     }
 }
 
@@ -658,7 +701,7 @@ fn envelope_for(
         };
         return Err((reason, record));
     }
-    match check_event(event, client_id) {
+    match check_event(event, client_id).and_then(|fields| stamp.check_time(fields)) {
         Ok(fields) => {
             let id = fields
                 .item_id
@@ -733,12 +776,55 @@ fn oversize_excerpt(text: &str) -> Box<RawValue> {
 mod tests {
     use super::*;
 
+    static NO_CONTEXT: RequestContext<'static> = RequestContext {
+        ip: Cow::Borrowed(""),
+        user_agent: Cow::Borrowed(""),
+        origin: Cow::Borrowed(""),
+        referer: Cow::Borrowed(""),
+    };
+
+    /// 2026-12-06T12:00:00Z
+    const NOW_MS: i64 = 1_796_558_400_000;
+
     fn stamp(config_position: i64) -> Stamp<'static> {
         Stamp {
             client_id: "demo",
-            received_at_ms: 1,
+            received_at_ms: NOW_MS,
             config_position,
+            context: &NO_CONTEXT,
+            future_tolerance_ms: 600_000,
         }
+    }
+
+    #[test]
+    fn a_time_ahead_of_the_clock_is_refused_unless_send_at_explains_it() {
+        let verdict = |time_stamp: &str, send_at: Option<&str>| {
+            let send_at = send_at.map_or(String::new(), |s| format!(r#","sendAt":"{s}""#));
+            let event = raw(&format!(
+                r#"{{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"{time_stamp}"{send_at}}}"#
+            ));
+            match envelope_for(&event, &stamp(1), &ConfigSnapshot::default(), 1024) {
+                Ok(_) => None,
+                Err((reason, _)) => Some(reason.code),
+            }
+        };
+        // Five minutes ahead: within the tolerance.
+        assert_eq!(verdict("2026-12-06T12:05:00Z", None), None);
+        // An hour ahead, nothing to correct it by: refused.
+        assert_eq!(
+            verdict("2026-12-06T13:00:00Z", None),
+            Some(ReasonCode::TimeInFuture)
+        );
+        // The device's clock is an hour ahead and says so through sendAt.
+        assert_eq!(
+            verdict("2026-12-06T12:59:55Z", Some("2026-12-06T13:00:00Z")),
+            None
+        );
+        // Happened an hour after it was sent: refused whatever the clocks.
+        assert_eq!(
+            verdict("2026-12-06T13:00:00Z", Some("2026-12-06T12:00:00Z")),
+            Some(ReasonCode::TimeInFuture)
+        );
     }
 
     fn raw(text: &str) -> Box<RawValue> {

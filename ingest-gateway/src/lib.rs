@@ -35,6 +35,7 @@ pub mod json_errors;
 pub mod metrics;
 pub mod profiles;
 pub mod ratelimit;
+pub mod request_context;
 pub mod sink;
 pub mod tracker;
 
@@ -70,6 +71,8 @@ pub struct AppState {
     /// Profile reads, from the same database.
     pub profiles: ProfileStore,
     pub admin_token_hash: KeyHash,
+    /// `POWEHI_TRUSTED_PROXIES`, parsed (see [`request_context`]).
+    pub trusted_proxies: Vec<request_context::IpNet>,
     pub metrics: Arc<Metrics>,
     /// Set by the readiness probe: the broker answers and the raw topic exists.
     pub kafka_ready: AtomicBool,
@@ -132,6 +135,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         profiles: ProfileStore::new(event_log.clone()),
         event_log,
         admin_token_hash: hash_key(config.effective_admin_token()),
+        trusted_proxies: config.trusted_proxy_ranges(),
         metrics,
         kafka_ready: AtomicBool::new(false),
         bootstrapped: AtomicBool::new(false),
@@ -200,7 +204,10 @@ fn public_server(
         if !prefix.is_empty() {
             app = app
                 .route(&format!("{prefix}/smile"), web::post().to(ingest::smile))
-                .route(&format!("{prefix}/powehi.js"), web::get().to(tracker::script))
+                .route(
+                    &format!("{prefix}/powehi.js"),
+                    web::get().to(tracker::script),
+                )
                 .route(
                     &format!("{prefix}/context"),
                     web::post().to(ingest::context),

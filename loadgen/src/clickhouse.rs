@@ -1,15 +1,16 @@
 //! `clickhouse`: the ClickHouse ceiling. RowBinary inserts (LZ4, over HTTP, with
 //! the same client crate and settings as the worker) of the rows the worker
-//! would write for the generated events, into a scratch database created with
-//! the worker's own migration DDL (`0001_events.sql`), in large batches.
+//! would write for the generated events, into a scratch database laid out by
+//! the worker's own migrations, in large batches.
 //!
 //! Also the small ClickHouse helpers `freshness` and `bench/run.sh` need.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use clickhouse::{Client, Row};
 use event_worker::rows::{decode, Decoded, EventRow, Position};
+use event_worker::store::Store;
 use proto::config::{schema_key, ConfigRecord, ConfigSnapshot, EventSchemaRecord};
 use serde::Deserialize;
 use serde_json::json;
@@ -17,7 +18,8 @@ use serde_json::json;
 use crate::events::{kafka_record, schemas, EventGen};
 use crate::stats::{emit, per_second, round3};
 
-const EVENTS_DDL: &str = include_str!("../../deploy/clickhouse/migrations/0001_events.sql");
+/// Bound on each migration statement of the scratch database.
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Where ClickHouse is (shared by `clickhouse` and `freshness`). Explicit ids:
 /// `freshness` has a `url` of its own (the ingest URL).
@@ -113,21 +115,12 @@ fn schema_config() -> ConfigSnapshot {
     config
 }
 
-/// The statements of `0001_events.sql` for `database`, split by the worker's
-/// own migration code.
-fn events_ddl(database: &str) -> Vec<String> {
-    event_worker::store::statements(EVENTS_DDL, database)
-}
-
 pub async fn run(args: ClickHouseArgs) -> anyhow::Result<()> {
     let admin = args.server.client();
-    admin
-        .query(&format!("CREATE DATABASE IF NOT EXISTS {}", args.database))
-        .execute()
+    // The worker's own migrations: the layout the rows are written into.
+    Store::with_client(admin.clone(), &args.database, MIGRATION_TIMEOUT)
+        .migrate()
         .await?;
-    for statement in events_ddl(&args.database) {
-        admin.query(&statement).execute().await?;
-    }
     let db = admin.clone().with_database(&args.database);
 
     let mut gen = EventGen::new(&args.client_id, args.sessions, args.seed);
@@ -201,17 +194,6 @@ pub struct IdRow {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn migration_splits_into_create_statements_for_the_database() {
-        let statements = events_ddl("scratch_1");
-        assert!(statements.len() >= 3, "{statements:?}");
-        for s in &statements {
-            assert!(s.contains("scratch_1."), "{s}");
-            assert!(!s.contains("{database}"), "{s}");
-        }
-        assert!(statements.iter().any(|s| s.contains("scratch_1.events")));
-    }
 
     #[test]
     fn rows_are_trimmed_like_the_worker_does() {

@@ -33,11 +33,55 @@ pub struct Envelope<'a> {
     /// records written before it existed.
     #[serde(rename = "cfg", default, skip_serializing_if = "Option::is_none")]
     pub config_position: Option<i64>,
+    /// Where the request came from (the same for every event of a request).
+    #[serde(
+        rename = "ctx",
+        borrow,
+        default,
+        skip_serializing_if = "RequestContext::is_empty"
+    )]
+    pub context: RequestContext<'a>,
     /// Why the gateway refused the event; empty when it was accepted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refusals: Vec<Reason>,
     #[serde(borrow)]
     pub event: &'a RawValue,
+}
+
+/// What the gateway knows of a request's sender, kept per event so analysts
+/// can tell where events came from: the client's IP (the peer, or the
+/// `X-Forwarded-For` hop a trusted proxy vouches for), its `User-Agent`, and
+/// the page it was sent from (`Origin`, `Referer`). Empty when unknown; the
+/// gateway bounds each value's length.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct RequestContext<'a> {
+    #[serde(borrow, default, skip_serializing_if = "str::is_empty")]
+    pub ip: Cow<'a, str>,
+    #[serde(rename = "ua", borrow, default, skip_serializing_if = "str::is_empty")]
+    pub user_agent: Cow<'a, str>,
+    #[serde(borrow, default, skip_serializing_if = "str::is_empty")]
+    pub origin: Cow<'a, str>,
+    #[serde(borrow, default, skip_serializing_if = "str::is_empty")]
+    pub referer: Cow<'a, str>,
+}
+
+impl RequestContext<'_> {
+    /// The same context, borrowing this one's strings.
+    pub fn borrowed(&self) -> RequestContext<'_> {
+        RequestContext {
+            ip: Cow::Borrowed(&self.ip),
+            user_agent: Cow::Borrowed(&self.user_agent),
+            origin: Cow::Borrowed(&self.origin),
+            referer: Cow::Borrowed(&self.referer),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ip.is_empty()
+            && self.user_agent.is_empty()
+            && self.origin.is_empty()
+            && self.referer.is_empty()
+    }
 }
 
 impl<'a> Envelope<'a> {
@@ -48,6 +92,7 @@ impl<'a> Envelope<'a> {
             scope: Cow::Borrowed(scope),
             received_at_ms,
             config_position: None,
+            context: RequestContext::default(),
             refusals: Vec::new(),
             event,
         }
@@ -95,6 +140,25 @@ mod tests {
         assert_eq!(decoded.event.get(), r#"{ "eventType" : "view" }"#);
         assert_eq!(decoded.received_at_ms, 1_700_000_000_123);
         assert_eq!(decoded.refusals[0].code, ReasonCode::ScopeMismatch);
+        assert!(decoded.context.is_empty());
+    }
+
+    #[test]
+    fn request_context_travels_and_is_left_out_when_empty() {
+        let Ok(event) = RawValue::from_string("{}".to_string()) else {
+            panic!("raw value")
+        };
+        let mut envelope = Envelope::new(Cow::Borrowed("e1"), "demo", 1, &event);
+        assert!(!String::from_utf8_lossy(&envelope.to_bytes()).contains("ctx"));
+        envelope.context.ip = Cow::Borrowed("203.0.113.9");
+        envelope.context.user_agent = Cow::Borrowed("Mozilla/5.0 \"quoted\"");
+        let bytes = envelope.to_bytes();
+        let Ok(decoded) = Envelope::from_bytes(&bytes) else {
+            panic!("decodes")
+        };
+        assert_eq!(decoded.context.ip, "203.0.113.9");
+        assert_eq!(decoded.context.user_agent, "Mozilla/5.0 \"quoted\"");
+        assert!(decoded.context.origin.is_empty());
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub mod schema;
 pub mod time;
 pub mod topics;
 
-pub use envelope::Envelope;
+pub use envelope::{Envelope, RequestContext};
 pub use event::{
     anonymous_profile_id, best_effort_ids, check_event, profile_of, BestEffortIds, EventFields,
     ItemRef,

@@ -18,6 +18,9 @@ pub enum ReasonCode {
     InvalidTimestamp,
     /// An envelope field has the wrong JSON type or shape.
     InvalidField,
+    /// The event's time (corrected by `sendAt` when given) is further ahead
+    /// of the gateway's clock than the configured tolerance.
+    TimeInFuture,
     /// The serialized event is larger than the per-event limit.
     EventTooLarge,
     /// A Kafka record the worker could not decode as an envelope.
@@ -51,6 +54,7 @@ impl ReasonCode {
             Self::MissingTimestamp => "missing_timestamp",
             Self::InvalidTimestamp => "invalid_timestamp",
             Self::InvalidField => "invalid_field",
+            Self::TimeInFuture => "time_in_future",
             Self::EventTooLarge => "event_too_large",
             Self::UndecodableRecord => "undecodable_record",
             Self::StorageRefused => "storage_refused",
@@ -93,6 +97,7 @@ mod tests {
             ReasonCode::InvalidEvent,
             ReasonCode::MissingEventType,
             ReasonCode::ScopeMismatch,
+            ReasonCode::TimeInFuture,
             ReasonCode::EventTooLarge,
             ReasonCode::UndecodableRecord,
             ReasonCode::StorageRefused,

@@ -10,6 +10,24 @@ use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 /// First instant that cannot be stored (ClickHouse `DateTime` is a u32 of seconds).
 const MAX_EPOCH_SECONDS: i64 = 4_291_747_200; // 2106-01-01T00:00:00Z
 
+/// When an event happened by the server's clock: its `timeStamp` moved by how
+/// far the producer's clock is off, measured as `sendAt - receivedAt` (the
+/// rule of Segment's `timestamp` and Snowplow's `derived_tstamp`). The network
+/// time between sending and receiving counts as skew, so the result errs a
+/// few milliseconds early. Without `sendAt` nothing can be measured and the
+/// `timeStamp` stands. Kept within what the event log can store.
+///
+/// Profiles order by this time (a device whose clock runs a day ahead does
+/// not own a profile's latest values for a day), and the gateway refuses an
+/// event whose corrected time is still in the future beyond its tolerance.
+pub fn corrected_time_ms(time_stamp_ms: i64, send_at_ms: Option<i64>, received_at_ms: i64) -> i64 {
+    let corrected = match send_at_ms {
+        Some(sent) => received_at_ms.saturating_sub(sent.saturating_sub(time_stamp_ms)),
+        None => time_stamp_ms,
+    };
+    corrected.clamp(0, MAX_EPOCH_SECONDS * 1000 - 1)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TimeError {
     NotIso8601,
@@ -69,6 +87,22 @@ mod tests {
         ] {
             assert_eq!(millis(text), Err(TimeError::NotIso8601), "{text}");
         }
+    }
+
+    #[test]
+    fn corrected_time_moves_the_event_by_the_clock_skew() {
+        let received = 1_700_000_000_000;
+        // The device clock runs an hour ahead: the event happened 5 s before sending.
+        let hour = 3_600_000;
+        let corrected = corrected_time_ms(received + hour - 5_000, Some(received + hour), received);
+        assert_eq!(corrected, received - 5_000);
+        // Without sendAt the timeStamp stands, even in the future.
+        assert_eq!(
+            corrected_time_ms(received + hour, None, received),
+            received + hour
+        );
+        // A skew that would leave the storable range is clamped to it.
+        assert_eq!(corrected_time_ms(0, Some(4_000_000_000_000), received), 0);
     }
 
     #[test]

@@ -401,6 +401,19 @@ def child_env(overrides: dict) -> dict:
     return env
 
 
+def worker_command(database: str, *args: str, timeout: float = 120) -> None:
+    """A one-off `event-worker <args>` (`migrate`, `rebuild-profiles`) against `database`."""
+    env = child_env({
+        "POWEHI_CLICKHOUSE_URL": CLICKHOUSE_URL,
+        "POWEHI_CLICKHOUSE_DATABASE": database,
+        "POWEHI_WORKER_HTTP_ADDR": "127.0.0.1:0",
+        "POWEHI_LOG": "info",
+    })
+    res = subprocess.run([str(WORKER_BIN), *args], env=env, capture_output=True, text=True,
+                         timeout=timeout, check=False)
+    assert res.returncode == 0, f"event-worker {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
+
+
 # --------------------------------------------------------------------------- requests
 
 

@@ -1,5 +1,7 @@
 """The ClickHouse migrations are valid and idempotent on current ClickHouse (chdb) and on
-the 18.16 server, and give analysts the documented tables and columns."""
+the 18.16 server (through the worker's runner, which adds columns 18.16 cannot add with
+IF NOT EXISTS), bring a database of the previous layout up to date without losing rows,
+and give analysts the documented tables and columns."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import re
 import uuid
 from typing import Callable
 
-from e2e_support import REPO, ch_exec, ch_query, event, post, sql_str
+from e2e_support import REPO, ch_exec, ch_query, event, post, sql_str, worker_command
 
 MIGRATIONS = REPO / "deploy" / "clickhouse" / "migrations"
 
@@ -32,6 +34,12 @@ EVENTS_COLUMNS = {
     "target_type": "String",
     "kafka_partition": "UInt32",
     "kafka_offset": "UInt64",
+    "corrected_time": "DateTime('UTC')",
+    "corrected_time_ms": "UInt64",
+    "client_ip": "String",
+    "user_agent": "String",
+    "origin": "String",
+    "referer": "String",
 }
 REJECTED_COLUMNS = {
     "event_id": "String",
@@ -45,8 +53,28 @@ REJECTED_COLUMNS = {
     "raw": "String",
     "kafka_partition": "UInt32",
     "kafka_offset": "UInt64",
+    "client_ip": "String",
+    "user_agent": "String",
+    "origin": "String",
+    "referer": "String",
 }
-EVENT_LOG_COLUMNS = {"event_id", "scope", "event_type", "session_id", "status", "received_at", "reasons"}
+EVENT_LOG_COLUMNS = {
+    "event_id", "scope", "event_type", "session_id", "status", "received_at", "reasons",
+    "event_time_ms", "corrected_time_ms", "client_ip", "user_agent", "origin", "referer",
+}
+
+# event_log as databases migrated before 0003_request_context.sql have it.
+PREVIOUS_EVENT_LOG = """CREATE VIEW {database}.event_log AS
+SELECT event_id, scope, event_type, session_id, profile_id, 'accepted' AS status,
+    event_time, event_time_ms, received_at, received_at_ms, properties, '[]' AS reasons, '' AS raw,
+    source_id, source_type, target_id, target_type, schema_version, kafka_partition, kafka_offset
+FROM {database}.events FINAL
+UNION ALL
+SELECT event_id, scope, event_type, session_id, profile_id, 'rejected' AS status,
+    event_time, event_time_ms, received_at, received_at_ms, '{{}}' AS properties, reasons, raw,
+    '' AS source_id, '' AS source_type, '' AS target_id, '' AS target_type,
+    toUInt32(0) AS schema_version, kafka_partition, kafka_offset
+FROM {database}.rejected_events FINAL"""
 
 
 def migration_statements(database: str) -> list[str]:
@@ -141,15 +169,50 @@ def test_migrations_apply_twice_on_current_clickhouse():
 
 
 def test_migrations_apply_twice_on_the_clickhouse_18_server(services):
-    """The same files run twice on the real server that tests use (ClickHouse 18.16)."""
+    """The same files run twice on the real server that tests use (ClickHouse 18.16), through
+    the worker's runner (`event-worker migrate`): 18.16 has no ADD COLUMN IF NOT EXISTS."""
     database = f"powehi_test_mig_{uuid.uuid4().hex[:8]}"
     try:
-        apply_twice(ch_exec, database)
+        worker_command(database, "migrate")
+        worker_command(database, "migrate")
         check_schema([r for q in schema_queries(database) for r in ch_query(q)])
         for sql in sample_rows_sql(database):
             ch_exec(sql)
         statuses = ch_query(f"SELECT event_id, status FROM {database}.event_log ORDER BY event_id")
         assert statuses == [{"event_id": "e1", "status": "accepted"}, {"event_id": "e2", "status": "rejected"}]
+    finally:
+        ch_exec(f"DROP DATABASE IF EXISTS {database}")
+
+
+def test_a_database_of_the_previous_layout_is_brought_up_to_date(services):
+    """A database migrated before the request-context columns (0001, 0002 and the event_log
+    of then, with rows): `migrate` adds the columns, replaces the view, and the old rows read
+    with their timeStamp as corrected time and an empty context."""
+    database = f"powehi_test_mig_{uuid.uuid4().hex[:8]}"
+    previous = [p for p in sorted(MIGRATIONS.glob("*.sql")) if p.name < "0003"]
+    try:
+        ch_exec(f"CREATE DATABASE {database}")
+        for path in previous:
+            text = path.read_text().replace("{database}", database)
+            for chunk in re.split(r";[ \t]*$", text, flags=re.MULTILINE):
+                if any(line.strip() and not line.strip().startswith("--") for line in chunk.splitlines()):
+                    ch_exec(chunk)
+        ch_exec(PREVIOUS_EVENT_LOG.format(database=database))
+        for sql in sample_rows_sql(database):
+            ch_exec(sql)
+
+        worker_command(database, "migrate")
+        check_schema([r for q in schema_queries(database) for r in ch_query(q)])
+        rows = ch_query(
+            f"SELECT event_id, status, event_time_ms, corrected_time_ms, client_ip, origin "
+            f"FROM {database}.event_log ORDER BY event_id"
+        )
+        assert rows == [
+            {"event_id": "e1", "status": "accepted", "event_time_ms": 1634298540123,
+             "corrected_time_ms": 1634298540123, "client_ip": "", "origin": ""},
+            {"event_id": "e2", "status": "rejected", "event_time_ms": 0,
+             "corrected_time_ms": 0, "client_ip": "", "origin": ""},
+        ], rows
     finally:
         ch_exec(f"DROP DATABASE IF EXISTS {database}")
 

@@ -4,7 +4,6 @@ events that carry no itemId (tags in a declared property, see e2e_support)."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import requests
@@ -12,13 +11,11 @@ import requests
 from admin_support import DEFAULT_ADMIN_TOKEN
 from e2e_support import (
     TAG_SQL,
-    WORKER_BIN,
     TagStream,
     assert_profile_counts_exact,
     assert_tags_exactly_once,
     ch_exec,
     ch_query,
-    child_env,
     data_source,
     post,
     readers_snapshot,
@@ -27,6 +24,7 @@ from e2e_support import (
     wait_group_caught_up,
     wait_tags_stored,
     wait_until,
+    worker_command,
 )
 
 REBUILD_TIMEOUT_S = 120
@@ -34,17 +32,7 @@ REBUILD_TIMEOUT_S = 120
 
 def rebuild_profiles(names, *args: str) -> None:
     """`event-worker rebuild-profiles` against the test's database."""
-    env = child_env({
-        "POWEHI_CLICKHOUSE_URL": "http://127.0.0.1:8123",
-        "POWEHI_CLICKHOUSE_DATABASE": names.database,
-        "POWEHI_WORKER_HTTP_ADDR": "127.0.0.1:0",
-        "POWEHI_LOG": "info",
-    })
-    res = subprocess.run(
-        [str(WORKER_BIN), "rebuild-profiles", *args], env=env, capture_output=True, text=True,
-        timeout=REBUILD_TIMEOUT_S, check=False,
-    )
-    assert res.returncode == 0, f"rebuild-profiles exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
+    worker_command(names.database, "rebuild-profiles", *args, timeout=REBUILD_TIMEOUT_S)
 
 
 def profiles_only(snapshot: dict) -> dict:

@@ -74,26 +74,8 @@ ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(received_at)
 ORDER BY (scope, received_at, event_id, kafka_partition, kafka_offset);
 
--- What analysts read: accepted and rejected events together, with their status,
--- each Kafka record once (FINAL collapses a repeated write not merged yet).
-CREATE VIEW IF NOT EXISTS {database}.event_log AS
-SELECT
-    event_id, scope, event_type, session_id, profile_id,
-    'accepted' AS status,
-    event_time, event_time_ms, received_at, received_at_ms,
-    properties, '[]' AS reasons, '' AS raw,
-    source_id, source_type, target_id, target_type,
-    schema_version, kafka_partition, kafka_offset
-FROM {database}.events FINAL
-UNION ALL
-SELECT
-    event_id, scope, event_type, session_id, profile_id,
-    'rejected' AS status,
-    event_time, event_time_ms, received_at, received_at_ms,
-    '{}' AS properties, reasons, raw,
-    '' AS source_id, '' AS source_type, '' AS target_id, '' AS target_type,
-    toUInt32(0) AS schema_version, kafka_partition, kafka_offset
-FROM {database}.rejected_events FINAL;
+-- The analysts' view of both tables, `event_log`, is created by 0003 (after the
+-- columns it shows exist).
 
 -- Which Kafka records are stored, sorted by position, for the worker's takeover
 -- check (which offsets past the committed one are stored) and its itemId

@@ -49,6 +49,7 @@ struct LogRow {
     session_id: String,
     profile_id: String,
     event_time_ms: u64,
+    corrected_time_ms: u64,
     received_at_ms: u64,
     properties: String,
     reasons: String,
@@ -60,6 +61,10 @@ struct LogRow {
     schema_version: u32,
     kafka_partition: u32,
     kafka_offset: u64,
+    client_ip: String,
+    user_agent: String,
+    origin: String,
+    referer: String,
 }
 
 #[derive(Serialize)]
@@ -71,6 +76,8 @@ struct LogEntry {
     session_id: String,
     profile_id: String,
     event_time: Option<String>,
+    /// `eventTime` corrected for the sender's clock skew (by `sendAt`).
+    corrected_time: Option<String>,
     received_at: String,
     properties: Option<Box<RawValue>>,
     reasons: Option<Box<RawValue>>,
@@ -78,6 +85,15 @@ struct LogEntry {
     source: Option<ItemView>,
     target: Option<ItemView>,
     schema_version: Option<u32>,
+    /// Where the request came from; absent when unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_ip: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    origin: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    referer: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -225,10 +241,10 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
     let mut branches = Vec::new();
     let mut binds = Vec::new();
     let tables = [
-        (filters.accepted, "events", "'accepted'", "properties", "'[]'", "''", "source_id, source_type, target_id, target_type, schema_version"),
-        (filters.rejected, "rejected_events", "'rejected'", "'{}'", "reasons", "raw", "'' AS source_id, '' AS source_type, '' AS target_id, '' AS target_type, toUInt32(0) AS schema_version"),
+        (filters.accepted, "events", "'accepted'", "corrected_time_ms", "properties", "'[]'", "''", "source_id, source_type, target_id, target_type, schema_version"),
+        (filters.rejected, "rejected_events", "'rejected'", "event_time_ms AS corrected_time_ms", "'{}'", "reasons", "raw", "'' AS source_id, '' AS source_type, '' AS target_id, '' AS target_type, toUInt32(0) AS schema_version"),
     ];
-    for (wanted, table, status, properties, reasons, raw, rest) in tables {
+    for (wanted, table, status, corrected, properties, reasons, raw, rest) in tables {
         if !wanted {
             continue;
         }
@@ -278,9 +294,9 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
         }
         branches.push(format!(
             "SELECT event_id, {status} AS status, event_type, session_id, profile_id, \
-             event_time_ms, received_at_ms, {properties} AS properties, \
-             {reasons} AS reasons, {raw} AS raw, {rest}, kafka_partition, kafka_offset \
-             FROM {table} WHERE {}",
+             event_time_ms, {corrected}, received_at_ms, {properties} AS properties, \
+             {reasons} AS reasons, {raw} AS raw, {rest}, kafka_partition, kafka_offset, \
+             {CONTEXT_COLUMNS} FROM {table} WHERE {}",
             conditions.join(" AND ")
         ));
     }
@@ -288,9 +304,9 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
     // identical rows (see one_per_record). A plain ORDER BY … LIMIT keeps
     // ClickHouse's top-N sort; LIMIT 1 BY before it would sort the whole range.
     let sql = format!(
-        "SELECT event_id, status, event_type, session_id, profile_id, event_time_ms, received_at_ms, \
-         properties, reasons, raw, source_id, source_type, target_id, target_type, schema_version, \
-         kafka_partition, kafka_offset FROM ({}) \
+        "SELECT event_id, status, event_type, session_id, profile_id, event_time_ms, corrected_time_ms, \
+         received_at_ms, properties, reasons, raw, source_id, source_type, target_id, target_type, \
+         schema_version, kafka_partition, kafka_offset, {CONTEXT_COLUMNS} FROM ({}) \
          ORDER BY received_at_ms DESC, event_id DESC, kafka_partition DESC, kafka_offset DESC LIMIT {}",
         branches.join(" UNION ALL "),
         fetch_limit(filters.limit)
@@ -363,6 +379,13 @@ fn decode_cursor(text: &str) -> Result<Cursor, AdminError> {
         .ok_or_else(invalid)
 }
 
+/// Where a request came from, in both tables (0003_request_context.sql).
+const CONTEXT_COLUMNS: &str = "client_ip, user_agent, origin, referer";
+
+fn known(text: String) -> Option<String> {
+    (!text.is_empty()).then_some(text)
+}
+
 fn entry(row: LogRow) -> LogEntry {
     let accepted = row.status == "accepted";
     let time = |ms: u64| {
@@ -381,6 +404,11 @@ fn entry(row: LogRow) -> LogEntry {
         } else {
             None
         },
+        corrected_time: if row.corrected_time_ms > 0 {
+            time(row.corrected_time_ms)
+        } else {
+            None
+        },
         received_at: time(row.received_at_ms).unwrap_or_default(),
         properties: accepted
             .then(|| RawValue::from_string(row.properties).ok())
@@ -392,6 +420,10 @@ fn entry(row: LogRow) -> LogEntry {
         source: item(row.source_id, row.source_type),
         target: item(row.target_id, row.target_type),
         schema_version: (accepted && row.schema_version > 0).then_some(row.schema_version),
+        client_ip: known(row.client_ip),
+        user_agent: known(row.user_agent),
+        origin: known(row.origin),
+        referer: known(row.referer),
         event_id: row.event_id,
         status: row.status,
         event_type: row.event_type,
@@ -426,6 +458,7 @@ mod tests {
             session_id: "s".into(),
             profile_id: "p".into(),
             event_time_ms: 1,
+            corrected_time_ms: 1,
             received_at_ms: 2,
             properties: "{}".into(),
             reasons: "[]".into(),
@@ -437,6 +470,10 @@ mod tests {
             schema_version: 1,
             kafka_partition: partition,
             kafka_offset: offset,
+            client_ip: String::new(),
+            user_agent: String::new(),
+            origin: String::new(),
+            referer: String::new(),
         }
     }
 
