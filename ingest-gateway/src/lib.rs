@@ -9,7 +9,8 @@
 //! - [`configlog`]: replays and follows `powehi.config`; writes with read-your-writes.
 //! - [`bootstrap`]: `POWEHI_BOOTSTRAP`, upserted into the config log at start.
 //! - [`admin`]: the admin API (data sources, schemas, event log) on its own listener.
-//! - [`errors`]: every failure and its HTTP answer; [`metrics`]: Prometheus.
+//! - [`errors`]: every failure and its HTTP answer ([`json_errors`] for actix's
+//!   extractors, [`protocol_errors`] for its HTTP parser); [`metrics`]: Prometheus.
 //!
 //! Data flow: a request is checked (media type, credentials, size, shape, rate),
 //! each event's envelope is checked, every event becomes one record on the raw
@@ -34,6 +35,7 @@ pub mod ingest;
 pub mod json_errors;
 pub mod metrics;
 pub mod profiles;
+pub mod protocol_errors;
 pub mod ratelimit;
 pub mod request_context;
 pub mod sink;
@@ -44,7 +46,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_http::error::DispatchError;
+use actix_http::{HttpService, KeepAlive, Protocol};
+use actix_server::Server;
+use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
+use actix_web::dev::AppConfig;
 use actix_web::middleware::from_fn;
+use actix_web::rt::net::TcpStream;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
 use proto::config::Bootstrap;
@@ -55,6 +63,7 @@ use crate::auth::{hash_key, KeyHash, Registry, SourceLimits};
 use crate::configlog::ConfigLog;
 use crate::metrics::Metrics;
 use crate::profiles::ProfileStore;
+use crate::protocol_errors::JsonRefusals;
 use crate::sink::KafkaSink;
 
 /// What every request handler shares.
@@ -179,13 +188,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
-fn public_server(
-    config: &Config,
-    state: web::Data<AppState>,
-) -> anyhow::Result<actix_web::dev::Server> {
+/// The public listener. Built from actix's parts rather than with
+/// `HttpServer` for one reason: each connection's stream is wrapped in
+/// [`protocol_errors::JsonRefusals`], so even the requests actix's parser
+/// refuses get the JSON error shape. The settings are `HttpServer`'s defaults.
+fn public_server(config: &Config, state: web::Data<AppState>) -> anyhow::Result<Server> {
     let prefix = config.normalized_prefix().to_string();
     let public_metrics = config.public_metrics;
-    let server = HttpServer::new(move || {
+    let app = move || {
         // The last wrap is the outermost: CORS grants go on every answer,
         // also the ones json_errors rewrote.
         let mut app = App::new()
@@ -214,24 +224,46 @@ fn public_server(
                 );
         }
         app.default_service(web::to(errors::not_found))
-    })
-    .disable_signals()
-    // Long enough for in-flight requests to get their Kafka acks.
-    .shutdown_timeout(config.delivery_timeout().as_secs() + 5);
-    let server = match config.http_workers {
-        Some(workers) => server.workers(workers),
-        None => server,
     };
-    Ok(server
-        .bind(config.http_addr)
-        .with_context(|| format!("binding {}", config.http_addr))?
-        .run())
+    let mut builder = Server::build()
+        .disable_signals()
+        // Long enough for in-flight requests to get their Kafka acks.
+        .shutdown_timeout(config.delivery_timeout().as_secs() + 5);
+    if let Some(workers) = config.http_workers {
+        builder = builder.workers(workers);
+    }
+    let shutdown = builder.graceful_shutdown_signal();
+    let addr = config.http_addr;
+    let builder = builder
+        .bind("powehi-public", addr, move || {
+            let shutdown = shutdown.clone();
+            let http = HttpService::build()
+                .keep_alive(KeepAlive::default())
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .local_addr(addr)
+                // Idle keep-alive connections close at once on a graceful stop.
+                .graceful_shutdown_signal(move || {
+                    let shutdown = shutdown.clone();
+                    async move { shutdown.notified().await }
+                })
+                .finish(map_config(
+                    app()
+                        .into_factory()
+                        .map_err(|error: actix_web::Error| error.error_response()),
+                    |_| AppConfig::default(),
+                ));
+            fn_service(|io: TcpStream| async move {
+                let peer = io.peer_addr().ok();
+                Ok::<_, DispatchError>((JsonRefusals::new(io), Protocol::Http1, peer))
+            })
+            .and_then(http)
+        })
+        .with_context(|| format!("binding {addr}"))?;
+    Ok(builder.run())
 }
 
-fn admin_server(
-    config: &Config,
-    state: web::Data<AppState>,
-) -> anyhow::Result<actix_web::dev::Server> {
+fn admin_server(config: &Config, state: web::Data<AppState>) -> anyhow::Result<Server> {
     let server = HttpServer::new(move || {
         App::new()
             .wrap(from_fn(json_errors::json_errors))
