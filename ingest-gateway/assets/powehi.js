@@ -4,7 +4,7 @@
 (() => {
   'use strict';
   const w = window, stub = w.powehi;
-  if (stub && stub.version) return; // loaded twice: the first one stays
+  if (stub && stub.version) return; // loaded twice
   // The default gateway: where this script came from.
   const src = document.currentScript && document.currentScript.src;
   const handlers = [], early = [], enc = encodeURIComponent;
@@ -26,7 +26,7 @@
     return Array.from(b, (x, i) => (x + 256).toString(16).slice(1) + ([3, 5, 7, 9].includes(i) ? '-' : '')).join('');
   };
 
-  // A session per tab (sessionStorage, else a cookie), new after sessionTimeout ms idle.
+  // One per tab (sessionStorage, else a cookie), new after sessionTimeout ms idle.
   function session() {
     const k = key('session'), c = enc(k), t = Date.now();
     let s = load('sessionStorage', k);
@@ -48,7 +48,7 @@
   function report(type, status, err, events) {
     const r = { type, status, code: err.code, message: err.message, events };
     if (!handlers.length) console.warn('powehi:', r);
-    for (const h of handlers) try { h(r); } catch (e) { /* a broken handler must not stop sending */ }
+    for (const h of handlers) try { h(r); } catch (e) { /* must not stop sending */ }
   }
 
   function schedule(ms) {
@@ -93,11 +93,12 @@
     try {
       res = await fetch(url, {
         method: 'POST', body, credentials: 'omit', keepalive,
+        signal: AbortSignal.timeout && AbortSignal.timeout(3e4), // a hung gateway must not hold the queue
         headers: { 'Content-Type': 'application/json', 'X-Client-ID': cfg.clientId, 'X-Client-Access-Token': cfg.writeKey },
       });
       answer = await res.json().catch(() => ({}));
     } catch (e) {
-      // Offline, unreachable or refused by CORS: the browser does not say which.
+      // Offline, down, timed out or refused by CORS: the browser does not say which.
       res = { status: 0, headers: new Headers() };
       answer = { error: { code: 'network_error', message: String(e) } };
     }
@@ -129,10 +130,9 @@
   }
 
   // Hidden or left, a page's fetch may not finish; a beacon does (keys in the
-  // URL: no headers; text/plain: no preflight). Unanswered, its events stay
-  // stored, marked: the next page resends them within resendWindow (below the
-  // gateway's dedup window, which drops the repeat), later deems them delivered.
-  // So with a keepalive fetch left behind. Past the 64 KB budget, events wait.
+  // URL: no headers; text/plain: no preflight). Its events stay stored, marked:
+  // the next page resends them within resendWindow (below the gateway's dedup
+  // window), then deems them delivered. So for a keepalive fetch left behind.
   function mark(events) {
     // Offline, it surely failed: left unmarked.
     if (navigator.onLine !== false) for (const e of events) e.beacon = Date.now();
