@@ -157,6 +157,7 @@ def test_tracks_batches_and_identifies_each_event_stored_once(names, start_gatew
 
     first = page.eval("[powehi.page(), powehi.track('view', {}, {source: {itemId: 'home', itemType: 'page'}, "
                       "target: {itemId: 'cta', itemType: 'button'}}), powehi.track('view')]")
+    store.wait_for_ids(set(first), timeout=STORE_TIMEOUT_S)  # (the second batch's clock starts later)
     page.eval("powehi.identify('user-1')")
     second = page.eval("[powehi.track('view', {note: 'trimmed by the schema'}), powehi.track('view')]")
     ids = set(first + second)
