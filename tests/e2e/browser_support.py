@@ -120,9 +120,10 @@ class Browser:
     def close(self) -> None:
         if self.popen.poll() is None:
             try:
-                self.call("quit", timeout=1)
-            except (DriverError, OSError):
-                pass  # quit has no answer: the driver just exits
+                self.popen.stdin.write(json.dumps({"op": "quit"}) + "\n")  # no answer: it exits
+                self.popen.stdin.close()
+            except OSError:
+                pass
             try:
                 self.popen.wait(timeout=15)
             except subprocess.TimeoutExpired:
