@@ -76,7 +76,8 @@ def open_tracker(browser: Browser, site: TestSite, gateway, *, host: str | None 
     the snippet's stub, as the README shows) for the gateway's first data source, sending to
     `host` (default: the gateway)."""
     creds = gateway.creds
-    url = site.url(gateway.url(""), host=host or gateway.url(""), clientId=creds.client_id, writeKey=creds.token, **cfg)
+    cfg = {"clientId": creds.client_id, "writeKey": creds.token, **cfg}
+    url = site.url(gateway.url(""), host=host or gateway.url(""), **cfg)
     page = browser.open(url)
     wait_for_tracker(page)
     return page
@@ -281,6 +282,31 @@ def test_leaving_or_closing_the_page_sends_the_queued_events_by_beacon_once(
     assert late.eval("powehi.flush()") == 0 and len(wire.seen) == posts_before, wire.seen[posts_before:]
 
 
+def test_a_queue_over_the_beacon_budget_leaves_in_chunks_and_the_rest_waits_for_the_next_page(
+    names, start_gateway, start_worker, store, browser, site, tap
+):
+    """Beacons carry at most 60 KB each and share the browser's 64 KB budget: a page left with
+    five 20 KB events sends one beacon of the first two; the browser refuses the next one, so
+    the other three stay in localStorage unmarked. The next page (here past resendWindow)
+    sends exactly those three, and forgets the two beaconed ones; each is stored once."""
+    gateway = start_gateway(bootstrap=bootstrap(names, site))
+    start_worker()
+    wire = tap(gateway)
+    page = open_tracker(browser, site, gateway, host=wire.url, **HOLD)
+    ids = page.eval("Array.from({length: 5}, () => powehi.track('view', {pad: 'x'.repeat(20000)}))")
+    page.goto("about:blank")
+    sent = wait_until(lambda: beacons(wire), 10, what="the beacon on the wire")
+    assert [e["itemId"] for e in json.loads(sent[0]["body"])["events"]] == ids[:2], [len(b["body"]) for b in sent]
+    assert len(sent[0]["body"].encode()) < 60_100, len(sent[0]["body"])
+
+    again = open_tracker(browser, site, gateway, host=wire.url, resendWindow=0, **HOLD)
+    wait_until(lambda: stored_queue(again, names.client_id) == [], 15, what="the stored events acknowledged")
+    fetched = [json.loads(r["body"])["events"] for r in wire.seen if r["method"] == "POST" and "writeKey=" not in r["path"]]
+    assert [[e["itemId"] for e in events] for events in fetched] == [ids[2:]], fetched
+    assert len(beacons(wire)) == 1, "one beacon only: the budget refused the second"
+    assert_stored_exactly_once(store, names, set(ids), ids_timeout=STORE_TIMEOUT_S)
+
+
 def test_events_tracked_while_the_gateway_is_down_arrive_once_after_it_is_back(
     names, start_gateway, start_worker, store, browser, site
 ):
@@ -392,6 +418,25 @@ def test_refused_events_reach_on_error_and_are_never_sent_again(
     assert posted() == [(400, refused), (200, mixed)]
 
 
+def test_a_batch_refused_whole_is_dropped_reported_and_never_sent_again(names, start_gateway, browser, site):
+    """A 4xx that a retry cannot mend (here 401: a wrong or revoked write key) drops the batch:
+    reported once to onError as `dropped` with the answer's code, gone from localStorage, and
+    never sent again (the next request holds only the next event)."""
+    gateway = start_gateway(bootstrap=bootstrap(names, site))
+    page = open_tracker(browser, site, gateway, writeKey="not-the-key", retryDelay=100, **HOLD)
+    ids = page.eval("[powehi.track('view'), powehi.track('view')]")
+    assert page.eval("powehi.flush()") == 0
+    reports = page.eval("reports")
+    assert [(r["type"], r["status"], r["code"], [e["itemId"] for e in r["events"]]) for r in reports] == [
+        ("dropped", 401, "invalid_credentials", ids)
+    ], reports
+    assert stored_queue(page, names.client_id) == []
+    later = page.eval("powehi.track('view')")
+    assert page.eval("powehi.flush()") == 0
+    posts = [(p["status"], [e["itemId"] for e in p["events"]]) for p in smile_posts(browser.log())]
+    assert posts == [(401, ids), (401, [later])], posts
+
+
 def test_a_rate_limited_batch_is_retried_after_retry_after_and_stored_once(
     names, start_gateway, start_worker, store, browser, site
 ):
@@ -460,3 +505,18 @@ def test_sessions_renew_when_idle_and_fall_back_to_a_cookie(names, start_gateway
     page.eval("crypto.randomUUID = undefined")
     (h,) = tracked()
     assert re.fullmatch(UUID4, h["itemId"]), h
+
+
+def test_a_full_queue_drops_its_oldest_events_and_reports_them(names, start_gateway, browser, site):
+    """maxQueue bounds the queue and its localStorage mirror: past it the oldest events are
+    dropped, each reported to onError as `overflow`; the rest are sent."""
+    gateway = start_gateway(bootstrap=bootstrap(names, site))
+    page = open_tracker(browser, site, gateway, maxQueue=3, **HOLD)
+    ids = page.eval("Array.from({length: 5}, () => powehi.track('view'))")
+    reports = page.eval("reports")
+    assert [(r["type"], r["code"], [e["itemId"] for e in r["events"]]) for r in reports] == [
+        ("overflow", "queue_full", [ids[0]]), ("overflow", "queue_full", [ids[1]])
+    ], reports
+    assert stored_queue(page, names.client_id) == ids[2:]
+    assert page.eval("powehi.flush()") == 0
+    assert [(p["status"], [e["itemId"] for e in p["events"]]) for p in smile_posts(browser.log())] == [(200, ids[2:])]
