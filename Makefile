@@ -14,7 +14,7 @@ export POWEHI_CACHE CARGO_TARGET_DIR
 PYTHON := $(POWEHI_CACHE)/venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: build run test unit e2e tools infra-up infra-down python-env bench
+.PHONY: build run test unit e2e tools infra-up infra-down python-env browser-env bench
 
 # Prerequisites run in the order written (tools first: the others may need what it
 # installs), and the unit tests never share the machine with the e2e tests.
@@ -37,13 +37,18 @@ infra-down:
 python-env:
 	deploy/local/python-env.sh
 
+# playwright-core for the browser tests, outside the checkout (never a browser download:
+# they drive Debian's chromium, which `tools` installs).
+browser-env:
+	deploy/local/browser-env.sh >/dev/null
+
 run: infra-up build
 	deploy/local/run.sh
 
 unit:
 	cargo test --release --locked --workspace
 
-e2e: tools infra-up build python-env
+e2e: tools infra-up build python-env browser-env
 	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
 
 test: tools unit e2e

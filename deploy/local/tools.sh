@@ -3,8 +3,11 @@
 # librdkafka, make), to run Kafka and ClickHouse locally (deploy/local/kafka.sh,
 # deploy/local/clickhouse.sh), to build the tests' venv (python3-venv) and to run the
 # end-to-end tests themselves (docker-compose for tests/e2e/test_compose.py, java for
-# Kafka's DumpLogSegments, curl for bench/run.sh). Idempotent: installs only what is
-# missing, with apt-get, as root; anyone else is told what to install.
+# Kafka's DumpLogSegments, curl for bench/run.sh, and for tests/e2e/test_browser.py
+# Debian's chromium, driven by playwright-core, which node and npm install and run:
+# deploy/local/browser-env.sh; never a browser downloaded by a test tool).
+# Idempotent: installs only what is missing, with apt-get, as root; anyone else is
+# told what to install.
 #
 #   deploy/local/tools.sh           install what is missing
 #   deploy/local/tools.sh --check   only list what is missing (exit 1 if anything is)
@@ -33,6 +36,9 @@ REQUIRED=(
     "mvn maven"
     "python3 python3"
     "docker-compose docker-compose"
+    "chromium chromium"
+    "node nodejs"
+    "npm npm"
 )
 
 missing_packages() {
