@@ -8,9 +8,11 @@
 //!   18.16 lacks that form, so the runner adds `c` only when `system.columns`
 //!   lacks it, and a concurrent worker that added it first is not an error;
 //! - a view cannot be altered: one created by an earlier version, told by the
-//!   newest column it lacks ([`VIEWS`]), is dropped, and its `CREATE VIEW IF
-//!   NOT EXISTS` creates it anew. Readers of the view see it missing for the
-//!   moment in between, once per upgrade.
+//!   newest column it lacks ([`VIEWS`]), is dropped right before its `CREATE
+//!   VIEW IF NOT EXISTS`, which creates it anew, and checked again after (a
+//!   worker of the earlier version starting in between may have created the
+//!   old one again). Readers of the view see it missing for the moment in
+//!   between, once per upgrade.
 
 use crate::store::{Store, StoreError};
 
@@ -40,6 +42,12 @@ const ADD_COLUMN_IF_MISSING: &str = " ADD COLUMN IF NOT EXISTS ";
 #[derive(Debug, PartialEq)]
 enum Step {
     Run(String),
+    /// `CREATE VIEW IF NOT EXISTS` of one of [`VIEWS`].
+    CreateView {
+        view: &'static str,
+        newest_column: &'static str,
+        sql: String,
+    },
     /// `sql` adds `column` to `table` (without `IF NOT EXISTS`).
     AddColumn {
         table: String,
@@ -50,6 +58,19 @@ enum Step {
 
 impl Step {
     fn of(statement: String) -> Self {
+        let view = VIEWS.iter().find(|(view, _)| {
+            statement
+                .strip_prefix("CREATE VIEW IF NOT EXISTS ")
+                .and_then(|rest| rest.split_whitespace().next())
+                .is_some_and(|name| name.rsplit('.').next() == Some(view))
+        });
+        if let Some((view, newest_column)) = view {
+            return Step::CreateView {
+                view,
+                newest_column,
+                sql: statement,
+            };
+        }
         let parsed = statement
             .strip_prefix("ALTER TABLE ")
             .and_then(|rest| rest.split_once(ADD_COLUMN_IF_MISSING))
@@ -78,7 +99,6 @@ impl Store {
         let database = self.database().to_string();
         self.admin_execute(&format!("CREATE DATABASE IF NOT EXISTS {database}"))
             .await?;
-        self.drop_outdated_views().await?;
         for (name, text) in MIGRATIONS {
             for statement in statements(text, &database) {
                 tracing::debug!(migration = name, "applying statement");
@@ -87,6 +107,11 @@ impl Store {
                     Step::AddColumn { table, column, sql } => {
                         self.add_column(&table, &column, &sql).await?;
                     }
+                    Step::CreateView {
+                        view,
+                        newest_column,
+                        sql,
+                    } => self.create_view(view, newest_column, &sql).await?,
                 }
             }
         }
@@ -120,15 +145,34 @@ impl Store {
         }
     }
 
-    async fn drop_outdated_views(&self) -> Result<(), StoreError> {
-        for (view, newest_column) in VIEWS {
+    /// Creates `view` when missing, or anew when an earlier version created
+    /// it (it lacks `newest_column`); a few rounds, in case a worker of the
+    /// earlier version recreates the old one meanwhile.
+    async fn create_view(
+        &self,
+        view: &str,
+        newest_column: &str,
+        sql: &str,
+    ) -> Result<(), StoreError> {
+        for _ in 0..3 {
             let columns = self.columns(view).await?;
-            if !columns.is_empty() && !columns.iter().any(|c| c == newest_column) {
+            if columns.iter().any(|c| c == newest_column) {
+                return Ok(());
+            }
+            if !columns.is_empty() {
                 tracing::info!(view, "replacing a view created by an earlier version");
                 self.admin_execute(&format!("DROP TABLE IF EXISTS {}.{view}", self.database()))
                     .await?;
             }
+            self.admin_execute(sql).await?;
         }
+        // Readable still, without the newest columns; the next start retries.
+        tracing::warn!(
+            view,
+            newest_column,
+            "the view keeps being created as an earlier version had it: a worker of that \
+             version is running; upgrade every worker (README, \"Upgrading\")"
+        );
         Ok(())
     }
 
@@ -227,6 +271,14 @@ mod tests {
         );
         let plain = "CREATE TABLE IF NOT EXISTS db1.t (a UInt8) ENGINE = Null";
         assert_eq!(Step::of(plain.into()), Step::Run(plain.into()));
+        let view = "CREATE VIEW IF NOT EXISTS db1.event_log AS SELECT 1";
+        assert!(matches!(
+            Step::of(view.into()),
+            Step::CreateView {
+                view: "event_log",
+                ..
+            }
+        ));
         let additions = all_statements()
             .into_iter()
             .map(Step::of)

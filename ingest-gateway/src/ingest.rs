@@ -333,6 +333,9 @@ async fn ingest(
         ..
     } = built;
     let unrecorded = record_refusals(&mut records, refusals, &source, state);
+    // The records are held until Kafka has them, each with its event and the
+    // request's context: they count against the in-flight bytes like the body.
+    ticket.hold(records.iter().map(|r| r.key.len() + r.payload.len()).sum())?;
     if !records.is_empty() {
         state
             .sink

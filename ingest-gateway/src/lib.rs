@@ -191,7 +191,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 /// The public listener. Built from actix's parts rather than with
 /// `HttpServer` for one reason: each connection's stream is wrapped in
 /// [`protocol_errors::JsonRefusals`], so even the requests actix's parser
-/// refuses get the JSON error shape. The settings are `HttpServer`'s defaults.
+/// refuses get the JSON error shape. The connection settings are
+/// `HttpServer`'s defaults (keep-alive and head timeout 5 s, disconnect 1 s,
+/// idle connections closed on a graceful stop); the app's `AppConfig` (host
+/// and address for URL generation, which the gateway does not use) is the
+/// default one, and the accept backlog actix-server's (2,048).
 fn public_server(config: &Config, state: web::Data<AppState>) -> anyhow::Result<Server> {
     let prefix = config.normalized_prefix().to_string();
     let public_metrics = config.public_metrics;

@@ -52,6 +52,11 @@ pub struct JsonRefusals<T> {
     /// A rewritten answer not yet written through, and how much of it was.
     pending: Vec<u8>,
     sent: usize,
+    /// While a rewritten answer goes out: how many of the caller's bytes it
+    /// stands for. They are reported written only once all of it is out, so
+    /// the caller waits for it as for a slow socket (actix closes a refused
+    /// connection as soon as its own buffer looks written).
+    claimed: Option<usize>,
 }
 
 impl<T> JsonRefusals<T> {
@@ -60,6 +65,7 @@ impl<T> JsonRefusals<T> {
             io,
             pending: Vec::new(),
             sent: 0,
+            claimed: None,
         }
     }
 }
@@ -98,18 +104,18 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for JsonRefusals<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
+        if this.claimed.is_none() {
+            let Some(answer) = rewrite(buf) else {
+                return Pin::new(&mut this.io).poll_write(cx, buf);
+            };
+            this.pending = answer;
+            this.claimed = Some(buf.len());
+        }
+        // The caller retries with the same bytes until they are reported written.
         if this.drain(cx)?.is_pending() {
             return Poll::Pending;
         }
-        match rewrite(buf) {
-            // Taken whole: the caller's bytes are accounted for, ours follow.
-            Some(answer) => {
-                this.pending = answer;
-                let _ = this.drain(cx)?;
-                Poll::Ready(Ok(buf.len()))
-            }
-            None => Pin::new(&mut this.io).poll_write(cx, buf),
-        }
+        Poll::Ready(Ok(this.claimed.take().unwrap_or(0)))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -173,6 +179,65 @@ fn last_position(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A socket that takes at most `step` bytes per write, and says
+    /// `Pending` every other call.
+    struct Trickle {
+        written: Vec<u8>,
+        step: usize,
+        ready: bool,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.ready = !self.ready;
+            if !self.ready {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let n = buf.len().min(self.step);
+            self.written.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn the_whole_answer_is_out_before_the_refusal_counts_as_written() {
+        let bare = format!("HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n{DATE}\r\n\r\n");
+        let mut stream = JsonRefusals::new(Trickle {
+            written: Vec::new(),
+            step: 7,
+            ready: false,
+        });
+        let Ok(n) =
+            std::future::poll_fn(|cx| Pin::new(&mut stream).poll_write(cx, bare.as_bytes())).await
+        else {
+            panic!("write failed")
+        };
+        assert_eq!(n, bare.len(), "the caller's bytes, once");
+        let written = String::from_utf8(stream.io.written.clone()).unwrap_or_default();
+        assert_eq!(Some(written), text_opt(rewrite(bare.as_bytes())));
+        // Later writes pass through untouched.
+        let next = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_write(cx, b"next")).await;
+        assert_eq!(next.ok(), Some(4));
+        assert!(stream.io.written.ends_with(b"next"));
+    }
+
+    fn text_opt(bytes: Option<Vec<u8>>) -> Option<String> {
+        bytes.and_then(|b| String::from_utf8(b).ok())
+    }
 
     const DATE: &str = "date: Sun, 06 Dec 2026 13:03:48 GMT";
 

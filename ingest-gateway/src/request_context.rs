@@ -43,9 +43,11 @@ impl FromStr for IpNet {
             Some((address, prefix)) => (address, Some(prefix)),
             None => (text, None),
         };
-        let network = IpAddr::from_str(address)
+        let parsed = IpAddr::from_str(address)
             .map_err(|_| format!("{text:?} is not an IP address or a CIDR range"))?;
-        let bits = if network.is_ipv4() { 32 } else { 128 };
+        // `::ffff:10.0.0.0/104` is 10.0.0.0/8: peers are compared in their IPv4 form.
+        let network = canonical(parsed);
+        let bits = if parsed.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => bits,
             Some(p) => p
@@ -53,6 +55,13 @@ impl FromStr for IpNet {
                 .ok()
                 .filter(|p| *p <= bits)
                 .ok_or_else(|| format!("{text:?}: the prefix length must be 0 to {bits}"))?,
+        };
+        let prefix = if network.is_ipv4() && parsed.is_ipv6() {
+            prefix.checked_sub(96).ok_or_else(|| {
+                format!("{text:?}: an IPv4-mapped range needs a prefix of 96 or more")
+            })?
+        } else {
+            prefix
         };
         Ok(Self { network, prefix })
     }
@@ -98,11 +107,13 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -
     if !is_trusted(peer) {
         return Some(peer);
     }
-    let hops: Vec<&str> = headers
+    // Lossy, not `to_str`: a proxy that appends to a line holding a client's
+    // non-ASCII bytes still vouches for its own entry on the right.
+    let lines: Vec<String> = headers
         .get_all(X_FORWARDED_FOR)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .collect();
+    let hops: Vec<&str> = lines.iter().flat_map(|v| v.split(',')).collect();
     let mut client = peer;
     for hop in hops.iter().rev().take(MAX_FORWARDED_HOPS) {
         let Some(ip) = parse_hop(hop) else {
@@ -116,12 +127,18 @@ pub fn client_ip(peer: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpNet]) -
     Some(client)
 }
 
-/// One `X-Forwarded-For` entry: an address, perhaps with a port (`[v6]:p`, `v4:p`).
+/// One `X-Forwarded-For` entry: an address, perhaps bracketed or with a port
+/// (`[v6]`, `[v6]:p`, `v4:p`).
 fn parse_hop(hop: &str) -> Option<IpAddr> {
     let hop = hop.trim();
     IpAddr::from_str(hop)
         .ok()
         .or_else(|| std::net::SocketAddr::from_str(hop).ok().map(|s| s.ip()))
+        .or_else(|| {
+            hop.strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .and_then(|h| IpAddr::from_str(h).ok())
+        })
         .map(canonical)
 }
 
@@ -192,6 +209,8 @@ mod tests {
         for bad in ["10.0.0.0/33", "nope", "10.0.0.0/x", "::/129"] {
             assert!(bad.parse::<IpNet>().is_err(), "{bad}");
         }
+        let mapped_net: Result<IpNet, _> = "::ffff:10.0.0.0/104".parse();
+        assert_eq!(mapped_net, "10.0.0.0/8".parse::<IpNet>());
         let odd: Result<IpNet, _> = "192.168.0.0/23".parse();
         let Ok(odd) = odd else { panic!() };
         assert!(odd.contains([192, 168, 1, 9].into()) && !odd.contains([192, 168, 2, 9].into()));
@@ -232,6 +251,11 @@ mod tests {
             ip("10.0.0.2")
         );
         // Ports are tolerated.
+        let headers = forwarded(&["[2001:db8::1]"]);
+        assert_eq!(
+            client_ip(ip("10.0.0.3"), &headers, &trusted),
+            ip("2001:db8::1")
+        );
         let headers = forwarded(&["[2001:db8::1]:4711", "198.51.100.8:80"]);
         assert_eq!(
             client_ip(ip("10.0.0.3"), &headers, &trusted),

@@ -138,27 +138,43 @@ pub fn check_definition(schema: &EventSchemaSpec) -> Result<(), String> {
 }
 
 /// Event types are named as people write them ("Order Completed", "Signed
-/// Up", `page_view`, `checkout:step-2`): any printable text of 1 to
-/// [`MAX_NAME_LEN`] bytes without leading or trailing spaces (two names that
-/// differ only there would look alike). Control characters are refused: the
-/// name travels in config-log keys, logs and URL paths (percent-encoded).
+/// Up", `page_view`, `checkout:step-2`): text of 1 to [`MAX_NAME_LEN`] bytes
+/// whose only white space is single ASCII spaces between words, so two names
+/// that look alike are alike. Refused: control and invisible format
+/// characters (zero-width, bidi), other white space (tabs, no-break spaces),
+/// and `.` and `..`, which clients remove from URL paths. The name travels in
+/// config-log keys, logs and URL paths (percent-encoded).
 pub fn check_event_type(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME_LEN {
         return Err(format!(
             "eventType {name:?} must be 1 to {MAX_NAME_LEN} bytes"
         ));
     }
-    if name.trim() != name {
+    if name.trim() != name || name.contains("  ") {
         return Err(format!(
-            "eventType {name:?} must not start or end with white space"
+            "eventType {name:?} must not start or end with white space or hold two spaces in a row"
         ));
     }
-    if name.chars().any(char::is_control) {
+    if name
+        .chars()
+        .any(|c| c.is_control() || is_invisible(c) || (c.is_whitespace() && c != ' '))
+    {
         return Err(format!(
-            "eventType {name:?} must not contain control characters"
+            "eventType {name:?} must not contain control characters, invisible characters or \
+             white space other than spaces"
         ));
+    }
+    if name == "." || name == ".." {
+        return Err(format!("eventType {name:?} cannot be named in a URL path"));
     }
     Ok(())
+}
+
+/// Unicode format characters (category Cf) a name could hide: zero-width
+/// spaces and joiners, bidi controls, the BOM, soft hyphen.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}')
 }
 
 fn check_name(what: &str, name: &str, allowed: fn(char) -> bool) -> Result<(), String> {
@@ -354,6 +370,10 @@ mod tests {
             (r#"{"eventType":" padded"}"#, "white space"),
             (r#"{"eventType":"Signed Up "}"#, "white space"),
             (r#"{"eventType":"tab\there"}"#, "control characters"),
+            ("{\"eventType\":\"zero\u{200B}width\"}", "invisible"),
+            ("{\"eventType\":\"no\u{00A0}break\"}", "other than spaces"),
+            (r#"{"eventType":"two  spaces"}"#, "two spaces"),
+            (r#"{"eventType":".."}"#, "URL path"),
             (r#"{"eventType":""}"#, "1 to 128 bytes"),
             (
                 r#"{"eventType":"ok","properties":[{"name":"x","type":"string"},{"name":"x","type":"integer"}]}"#,
@@ -372,7 +392,13 @@ mod tests {
         assert!(check_definition(&schema(&long)).is_err());
         assert!(check_definition(&schema(PURCHASE)).is_ok());
         // Names as people write them (Segment's "Order Completed").
-        for name in ["Order Completed", "9lives", "checkout:step-2", "Viewed /pricing", "Bestellung abgeschlossen ✓"] {
+        for name in [
+            "Order Completed",
+            "9lives",
+            "checkout:step-2",
+            "Viewed /pricing",
+            "Bestellung abgeschlossen ✓",
+        ] {
             let json = format!(r#"{{"eventType":"{name}"}}"#);
             assert!(check_definition(&schema(&json)).is_ok(), "{name}");
         }
