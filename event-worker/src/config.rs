@@ -77,6 +77,15 @@ pub struct Config {
     #[arg(long, env = "POWEHI_DEDUP_MAX_ITEMS", default_value_t = 200_000)]
     pub dedup_max_items: usize,
 
+    /// Keep stored events this many days (by arrival), then drop them a
+    /// whole month at a time; unset keeps them forever (see `retention`).
+    #[arg(long, env = "POWEHI_RETENTION_DAYS")]
+    pub retention_days: Option<u32>,
+
+    /// How often a worker looks for months past the retention.
+    #[arg(long, env = "POWEHI_RETENTION_INTERVAL_SECS", default_value_t = 3_600)]
+    pub retention_interval_secs: u64,
+
     #[command(flatten)]
     pub log: LogArgs,
 
@@ -105,6 +114,13 @@ pub enum Command {
 impl Config {
     pub fn validate(&self) -> Result<(), String> {
         self.clickhouse.validate()?;
+        if self.retention_days == Some(0) || self.retention_interval_secs == 0 {
+            return Err(
+                "POWEHI_RETENTION_DAYS and POWEHI_RETENTION_INTERVAL_SECS must be positive (leave \
+                 POWEHI_RETENTION_DAYS unset to keep events forever)"
+                    .into(),
+            );
+        }
         if self.batch_max_rows == 0 || self.batch_max_rows >= CLICKHOUSE_BLOCK_ROWS {
             return Err(format!(
                 "POWEHI_BATCH_MAX_ROWS must be between 1 and {}",

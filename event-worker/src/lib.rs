@@ -8,6 +8,7 @@
 //! - [`rows`]: a record becomes an `events` or `rejected_events` row.
 //! - [`batch`]: rows and offsets waiting for the next insert.
 //! - [`replay`]: why a record is never written twice.
+//! - [`retention`]: months older than `POWEHI_RETENTION_DAYS` dropped.
 //! - [`dedup`]: producer retries (same itemId) dropped within a window.
 //! - [`profiles`]: why profiles stay right with many workers and under replay.
 //! - [`migrations`]: the ClickHouse layout, brought up to date at start.
@@ -28,6 +29,7 @@ pub mod partitions;
 pub mod pipeline;
 pub mod profiles;
 pub mod replay;
+pub mod retention;
 pub mod rows;
 pub mod store;
 pub mod writer;
@@ -136,6 +138,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         }
     }
 
+    if let Some(days) = config.retention_days {
+        tracing::info!(days, "retention on: months older than that are dropped");
+        tokio::spawn(retention::run(
+            store.clone(),
+            days,
+            Duration::from_secs(config.retention_interval_secs),
+            metrics.clone(),
+            stopping.clone(),
+        ));
+    }
     let insert_gate = Arc::new(InsertGate::new(store.timeout()));
     let pipelines = Pipelines {
         config: config.clone(),

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub blocked: IntGaugeVec,
     /// Takeover queries (stored offsets, dedup window) by kind, in seconds.
     pub takeover_duration: Histogram,
+    /// Months dropped by retention, by table (see [`crate::retention`]).
+    pub retention_dropped: IntCounterVec,
 }
 
 impl Metrics {
@@ -172,6 +174,13 @@ impl Metrics {
                 )
                 .buckets(exponential_buckets(0.001, 2.0, 16)?),
             )?,
+            retention_dropped: IntCounterVec::new(
+                Opts::new(
+                    "powehi_worker_retention_partitions_dropped_total",
+                    "Months of stored events dropped as older than POWEHI_RETENTION_DAYS",
+                ),
+                &["table"],
+            )?,
             registry: Registry::new(),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -197,6 +206,7 @@ impl Metrics {
             Box::new(metrics.view_refused.clone()),
             Box::new(metrics.blocked.clone()),
             Box::new(metrics.takeover_duration.clone()),
+            Box::new(metrics.retention_dropped.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector)?;

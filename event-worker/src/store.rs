@@ -192,6 +192,36 @@ impl Store {
         Ok(())
     }
 
+    /// The active partitions of `table` (`YYYYMM` for the event tables).
+    pub async fn partitions(&self, table: &str) -> Result<Vec<String>, StoreError> {
+        let query = "SELECT DISTINCT partition FROM system.parts \
+                     WHERE database = ? AND table = ? AND active";
+        self.bounded(
+            self.client
+                .query(query)
+                .bind(&self.database)
+                .bind(table)
+                .fetch_all(),
+        )
+        .await
+    }
+
+    /// Drops one month of `table`; `partition` must be `YYYYMM` (it is
+    /// spliced into the statement: partition ids cannot be bound).
+    pub async fn drop_partition(&self, table: &str, partition: &str) -> Result<(), StoreError> {
+        if partition.len() != 6 || !partition.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(StoreError::Layout(format!(
+                "{table}: partition {partition:?} is not a month (YYYYMM)"
+            )));
+        }
+        self.bounded(
+            self.client
+                .query(&format!("ALTER TABLE {table} DROP PARTITION {partition}"))
+                .execute(),
+        )
+        .await
+    }
+
     /// Whether `events` holds this row (looked up by its whole sort key, so a
     /// few granules are read). An INSERT whose rows the table took can still
     /// fail afterwards, in a materialized view of the table.
