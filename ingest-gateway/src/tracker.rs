@@ -32,7 +32,7 @@ pub async fn script(request: HttpRequest) -> HttpResponse {
         .headers()
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag));
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
     if unchanged {
         return HttpResponse::NotModified()
             .insert_header((ETAG, tag))

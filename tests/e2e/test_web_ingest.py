@@ -155,3 +155,24 @@ def test_context_takes_unomis_body(names, start_gateway, start_worker):
     resp = post(gateway, {"sessionId": "s-unomi", "events": [ev]}, path="/powehi/context")
     assert resp.status_code == 200 and resp.json()["sessionId"] == "s-unomi", resp.text
     assert_error(post(gateway, {}, path="/powehi/context"), 400, "invalid_body")
+
+
+def test_the_tracker_script_is_served_with_a_validator(names, start_gateway):
+    """GET /powehi.js (root and prefix): the asset's bytes, as JavaScript, cacheable a few
+    minutes, with an ETag that answers 304 to a revalidation."""
+    from e2e_support import REPO
+
+    gateway = start_gateway()
+    asset = (REPO / "ingest-gateway" / "assets" / "powehi.js").read_bytes()
+    for path in ("/powehi.js", "/powehi/powehi.js"):
+        resp = requests.get(gateway.url(path), timeout=10)
+        assert resp.status_code == 200, resp.text[:200]
+        assert resp.content == asset
+        assert resp.headers["Content-Type"].startswith("text/javascript"), resp.headers
+        assert "max-age=300" in resp.headers["Cache-Control"], resp.headers
+        tag = resp.headers["ETag"]
+        for validator in (tag, f'"other", {tag}', "*"):
+            again = requests.get(gateway.url(path), headers={"If-None-Match": validator}, timeout=10)
+            assert again.status_code == 304 and again.content == b"", (validator, again.status_code)
+            assert again.headers["ETag"] == tag
+        assert requests.get(gateway.url(path), headers={"If-None-Match": '"stale"'}, timeout=10).status_code == 200
