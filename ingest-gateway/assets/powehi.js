@@ -1,6 +1,7 @@
 /* Powehi tracker (README, "Sending from web pages"): window.powehi sends a
  * page's events to a Powehi gateway. ES2017, no dependencies, not minified.
- * An event's itemId is set once: the gateway drops repeats of retries and beacons. */
+ * An event's itemId is set once: the worker drops repeats of retries and beacons
+ * within its dedup window (POWEHI_DEDUP_WINDOW_SECS). */
 (() => {
   'use strict';
   const w = window, stub = w.powehi;
@@ -135,10 +136,10 @@
       report('failed', status, err, batch);
       return 1;
     }
-    // Exponential backoff, never below Retry-After, plus up to 25% so that
-    // clients refused together come back apart.
+    // Exponential backoff plus up to 25% so that clients refused together come
+    // back apart, at most maxRetryDelay, never below Retry-After.
     const after = res.headers.get('Retry-After') * 1e3 || 0;
-    retryAt = Date.now() + Math.max(after, Math.min(cfg.maxRetryDelay, cfg.retryDelay * 2 ** (attempts - 1))) * (1 + Math.random() / 4);
+    retryAt = Date.now() + Math.max(after, Math.min(cfg.maxRetryDelay, cfg.retryDelay * 2 ** (attempts - 1) * (1 + Math.random() / 4)));
     queue.unshift(...batch);
     return 0;
   }
@@ -173,12 +174,14 @@
 
   function init(options) {
     if (cfg) return;
-    cfg = Object.assign({
-      host: src || location.href, path: '/powehi/smile', batchSize: 20, flushInterval: 1e3, maxQueue: 500,
+    const c = Object.assign({
+      host: src, path: '/powehi/smile', batchSize: 20, flushInterval: 1e3, maxQueue: 500,
       sessionTimeout: 18e5, pageEventType: 'page', maxRetries: 10, retryDelay: 1e3, maxRetryDelay: 3e4,
       resendWindow: 3e5, persist: true,
     }, options);
-    if (!cfg.clientId || !cfg.writeKey) throw new Error('powehi.init: clientId and writeKey are required');
+    // No host and no script URL (bundled, or a module): no guess at the gateway.
+    if (!c.clientId || !c.writeKey || !c.host) throw new Error('powehi.init: clientId, writeKey and host are required');
+    cfg = c;
     // clientId in the URL too: a preflight, without headers, is judged by its source.
     url = `${new URL(cfg.path, cfg.host).href}?clientId=${enc(cfg.clientId)}`;
     if (cfg.onError) handlers.push(cfg.onError);
