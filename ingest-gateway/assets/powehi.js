@@ -1,6 +1,7 @@
 /* Powehi tracker (README, "Sending from web pages"): window.powehi sends a
  * page's events to a Powehi gateway. ES2017, no dependencies, not minified.
- * An event's itemId is set once: the gateway drops repeats of retries and beacons. */
+ * An event's itemId is set once: the worker drops repeats of retries and beacons
+ * within its dedup window (POWEHI_DEDUP_WINDOW_SECS). */
 (() => {
   'use strict';
   const w = window, stub = w.powehi;
@@ -57,10 +58,15 @@
 
   function track(eventType, properties, refs) {
     refs = refs || {};
-    const ev = { eventType, scope: cfg.clientId, sessionId: session(), timeStamp: now(), itemId: uuid(), properties: properties || {} };
+    let ev = { eventType, scope: cfg.clientId, sessionId: session(), timeStamp: now(), itemId: uuid(), properties: properties || {} };
     if (profileId) ev.profileId = profileId;
     if (refs.source) ev.source = refs.source;
     if (refs.target) ev.target = refs.target;
+    // A copy (the caller may reuse its objects), and one that surely serializes:
+    // a BigInt or a cycle would make every later send throw.
+    try { ev = JSON.parse(JSON.stringify(ev)); } catch (e) {
+      return void report('invalid', 0, { code: 'invalid_event', message: String(e) }, [ev]);
+    }
     queue.push(ev);
     // Full (a long outage): the oldest go.
     const dropped = queue.splice(0, Math.max(0, queue.length - cfg.maxQueue));
@@ -79,12 +85,21 @@
       clearTimeout(timer); timer = 0;
       if (queue.length) schedule(retryAt > Date.now() ? retryAt - Date.now() : cfg.flushInterval);
       return queue.length;
+    }).catch(e => {
+      // Never left rejected: every later flush would be skipped.
+      report('error', 0, e, []);
+      return queue.length;
     });
   }
 
   // True once the batch is settled, false when queued again for a retry.
   async function send(batch) {
     const sendAt = now();
+    // Sent by this page again: no longer left to the next one (see beacon).
+    if (batch.some(e => e.beacon)) {
+      for (const e of batch) delete e.beacon;
+      persist(batch, batch);
+    }
     for (const e of batch) e.sendAt = sendAt;
     const body = JSON.stringify({ events: batch }), keepalive = size(body) < 6e4;
     let res, answer;
@@ -121,18 +136,19 @@
       report('failed', status, err, batch);
       return 1;
     }
-    // Exponential backoff, never below Retry-After, plus up to 25% so that
-    // clients refused together come back apart.
+    // Exponential backoff plus up to 25% so that clients refused together come
+    // back apart, at most maxRetryDelay, never below Retry-After.
     const after = res.headers.get('Retry-After') * 1e3 || 0;
-    retryAt = Date.now() + Math.max(after, Math.min(cfg.maxRetryDelay, cfg.retryDelay * 2 ** (attempts - 1))) * (1 + Math.random() / 4);
+    retryAt = Date.now() + Math.max(after, Math.min(cfg.maxRetryDelay, cfg.retryDelay * 2 ** (attempts - 1) * (1 + Math.random() / 4)));
     queue.unshift(...batch);
     return 0;
   }
 
   // Hidden or left, a page's fetch may not finish; a beacon does (keys in the
   // URL: no headers; text/plain: no preflight). Its events stay stored, marked:
-  // the next page resends them within resendWindow (below the gateway's dedup
-  // window), then deems them delivered. So for a keepalive fetch left behind.
+  // if the page goes, the next page resends them within resendWindow (below the
+  // worker's dedup window), then deems them delivered. So for a keepalive fetch
+  // left behind. A page that stays keeps them too and sends them again by fetch.
   function mark(events) {
     // Offline, it surely failed: left unmarked.
     if (navigator.onLine !== false) for (const e of events) e.beacon = Date.now();
@@ -140,10 +156,11 @@
   }
 
   function beacon() {
-    if (!navigator.sendBeacon) return;
+    // Not while the gateway asked to wait: the events stay stored, unmarked.
+    if (!navigator.sendBeacon || retryAt > Date.now()) return;
     const sendAt = now(), chunks = [[]];
     let bytes = 0;
-    for (const e of queue) {
+    for (const e of queue.filter(e => !e.beacon)) {
       const n = size(JSON.stringify(e)) + 1;
       if ((bytes += n) > 6e4 && chunks[0].length) { chunks.unshift([]); bytes = n; }
       chunks[0].push(e);
@@ -151,19 +168,20 @@
     }
     for (const c of chunks.reverse()) {
       if (!c.length || !navigator.sendBeacon(`${url}&writeKey=${enc(cfg.writeKey)}`, JSON.stringify({ events: c }))) break;
-      queue.splice(0, c.length);
       mark(c);
     }
   }
 
   function init(options) {
     if (cfg) return;
-    cfg = Object.assign({
-      host: src || location.href, path: '/powehi/smile', batchSize: 20, flushInterval: 1e3, maxQueue: 500,
+    const c = Object.assign({
+      host: src, path: '/powehi/smile', batchSize: 20, flushInterval: 1e3, maxQueue: 500,
       sessionTimeout: 18e5, pageEventType: 'page', maxRetries: 10, retryDelay: 1e3, maxRetryDelay: 3e4,
       resendWindow: 3e5, persist: true,
     }, options);
-    if (!cfg.clientId || !cfg.writeKey) throw new Error('powehi.init: clientId and writeKey are required');
+    // No host and no script URL (bundled, or a module): no guess at the gateway.
+    if (!c.clientId || !c.writeKey || !c.host) throw new Error('powehi.init: clientId, writeKey and host are required');
+    cfg = c;
     // clientId in the URL too: a preflight, without headers, is judged by its source.
     url = `${new URL(cfg.path, cfg.host).href}?clientId=${enc(cfg.clientId)}`;
     if (cfg.onError) handlers.push(cfg.onError);
@@ -171,9 +189,11 @@
     // What earlier pages left unacknowledged (see beacon).
     const stored = cfg.persist && load('localStorage', key('queue')) || [];
     queue = stored.filter(e => !(e.beacon < Date.now() - cfg.resendWindow));
-    persist([], stored.filter(e => !queue.includes(e)));
+    // Taken over: this page answers for them now, so unmarked in storage too.
     for (const e of queue) delete e.beacon;
-    document.addEventListener('visibilitychange', () => document.visibilityState == 'hidden' && beacon());
+    if (stored.length) save('localStorage', key('queue'), queue);
+    // Hidden is not gone: what a beacon took stays queued, sent again by fetch.
+    document.addEventListener('visibilitychange', () => document.visibilityState == 'hidden' ? beacon() : flush());
     w.addEventListener('pagehide', () => { mark(inflight); beacon(); });
     w.addEventListener('online', () => { retryAt = 0; flush(); });
     for (const [f, args] of early.splice(0)) f(...args);

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from datetime import datetime
 
 import pytest
@@ -520,3 +521,147 @@ def test_a_full_queue_drops_its_oldest_events_and_reports_them(names, start_gate
     assert stored_queue(page, names.client_id) == ids[2:]
     assert page.eval("powehi.flush()") == 0
     assert [(p["status"], [e["itemId"] for e in p["events"]]) for p in smile_posts(browser.log())] == [(200, ids[2:])]
+
+
+def set_visibility(page: Page, state: str) -> None:
+    """The tab switched away ('hidden') or back ('visible'), as the page sees it: headless
+    chromium has no other tab to show, so document.visibilityState is set and the event
+    fired by hand."""
+    page.eval(f"Object.defineProperty(document, 'visibilityState', {{value: '{state}', configurable: true}}); "
+              "document.dispatchEvent(new Event('visibilitychange'))")
+
+
+def stored_events(page: Page, client_id: str) -> list[dict]:
+    return page.eval(f"JSON.parse(localStorage.getItem('powehi:{client_id}:queue')) || []")
+
+
+def test_a_tab_switch_beacon_keeps_the_events_and_sends_them_again_by_fetch_when_visible(
+    names, start_gateway, start_worker, store, browser, site, tap
+):
+    """A tab switched away (visibilitychange to hidden) is not a page gone: its beacon's
+    events stay queued (stored, marked) and are sent again by fetch when the tab is visible
+    again, so a lost beacon (here sendBeacon answering true and sending nothing) loses
+    nothing. A beacon that did arrive is repeated by that fetch too, and the worker drops
+    the repeat: each event stored once."""
+    gateway = start_gateway(bootstrap=bootstrap(names, site))
+    start_worker()
+    wire = tap(gateway)
+    page = open_tracker(browser, site, gateway, host=wire.url, **HOLD)
+
+    lost = page.eval("[powehi.track('view'), powehi.track('view')]")
+    page.eval("window.realBeacon = navigator.sendBeacon; navigator.sendBeacon = () => true")
+    set_visibility(page, "hidden")
+    stored = stored_events(page, names.client_id)
+    assert [e["itemId"] for e in stored] == lost and all(e.get("beacon") for e in stored), stored
+    assert smile_posts(browser.log()) == [] and beacons(wire) == []
+    set_visibility(page, "visible")
+    wait_until(lambda: stored_queue(page, names.client_id) == [], 15, what="the lost beacon's events acknowledged")
+    posts = smile_posts(browser.log())
+    assert [(p["status"], [e["itemId"] for e in p["events"]]) for p in posts] == [(200, lost)], posts
+    assert all("beacon" not in e for e in posts[0]["events"]), posts[0]
+
+    page.eval("navigator.sendBeacon = window.realBeacon")
+    arrived = page.eval("[powehi.track('view'), powehi.track('view')]")
+    set_visibility(page, "hidden")
+    sent = wait_until(lambda: beacons(wire), 10, what="the beacon on the wire")
+    assert [e["itemId"] for e in json.loads(sent[0]["body"])["events"]] == arrived and sent[0]["status"] == 200, sent
+    store.wait_for_ids(set(arrived), timeout=STORE_TIMEOUT_S)
+    assert page.eval("powehi.flush()") == 0, "the beaconed events were still queued"
+    posts = [p for p in smile_posts(browser.log()) if "writeKey=" not in p["url"]]  # not the beacon
+    assert [(p["status"], [e["itemId"] for e in p["events"]]) for p in posts][1:] == [(200, arrived)], posts
+    assert stored_queue(page, names.client_id) == []
+    assert len(beacons(wire)) == 1, beacons(wire)
+    assert_stored_exactly_once(store, names, set(lost + arrived), ids_timeout=STORE_TIMEOUT_S)
+    assert_log_once(store, set(lost + arrived))
+
+
+def test_no_beacon_while_a_retry_is_pending(names, start_gateway, start_worker, store, browser, site, tap):
+    """A batch answered 429 waits for Retry-After: a tab switched away meanwhile sends no
+    beacon (it would ignore Retry-After, and a lost one would be taken for delivered), the
+    event stays queued and stored unmarked, and the retry delivers it once."""
+    gateway = start_gateway(bootstrap=bootstrap(names, site, maxEventsPerSecond=2))
+    start_worker()
+    wire = tap(gateway)
+    page = open_tracker(browser, site, gateway, host=wire.url, retryDelay=100, **HOLD)
+    first = page.eval("[1, 2, 3, 4].map(() => powehi.track('view'))")
+    assert page.eval("powehi.flush()") == 0
+    late = page.eval("powehi.track('view')")
+    assert page.eval("powehi.flush()") == 1, "the 429 leaves the event queued"
+
+    set_visibility(page, "hidden")
+    stored = stored_events(page, names.client_id)
+    assert [e["itemId"] for e in stored] == [late] and "beacon" not in stored[0], stored
+    wait_until(lambda: stored_queue(page, names.client_id) == [], 30, what="the rate-limited event acknowledged")
+    assert beacons(wire) == [], beacons(wire)
+    posts = smile_posts(browser.log())
+    assert [(p["status"], [e["itemId"] for e in p["events"]]) for p in posts] == [
+        (200, first), (429, [late]), (200, [late])
+    ], posts
+    assert_stored_exactly_once(store, names, {*first, late}, ids_timeout=STORE_TIMEOUT_S)
+
+
+def dead_host() -> str:
+    """An address where nothing listens: every fetch fails without an answer."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_events_taken_over_from_storage_lose_their_beacon_mark(
+    names, start_gateway, start_worker, store, browser, site, tap
+):
+    """A page that takes over beaconed events from localStorage answers for them: they are
+    stored unmarked, so when that page gives up on them (here `failed`: its gateway address
+    is dead), a later page sends them again even past resendWindow instead of deeming them
+    delivered; the worker drops the repeat of the beacon."""
+    gateway = start_gateway(bootstrap=bootstrap(names, site))
+    start_worker()
+    wire = tap(gateway)
+    page = open_tracker(browser, site, gateway, host=wire.url, **HOLD)
+    left = page.eval("[powehi.track('view'), powehi.track('view')]")
+    page.goto("about:blank")
+    wait_until(lambda: beacons(wire), 10, what="the beacon on the wire")
+
+    failing = open_tracker(browser, site, gateway, host=dead_host(), maxRetries=0, **HOLD)
+    reports = wait_until(lambda: failing.eval("reports"), 15, what="onError called")
+    assert [(r["type"], [e["itemId"] for e in r["events"]]) for r in reports] == [("failed", left)], reports
+    stored = stored_events(failing, names.client_id)
+    assert [e["itemId"] for e in stored] == left and all("beacon" not in e for e in stored), stored
+
+    later = open_tracker(browser, site, gateway, host=wire.url, resendWindow=0, **HOLD)
+    wait_until(lambda: stored_queue(later, names.client_id) == [], 15, what="the stored events acknowledged")
+    resent = [p for p in smile_posts(browser.log()) if p["page"] == later.id]
+    assert [(p["status"], [e["itemId"] for e in p["events"]]) for p in resent] == [(200, left)], resent
+    assert_stored_exactly_once(store, names, set(left), ids_timeout=STORE_TIMEOUT_S)
+    assert_log_once(store, set(left))
+
+
+def test_an_event_that_cannot_be_serialized_is_reported_at_once_and_the_rest_are_sent(
+    names, start_gateway, start_worker, store, browser, site
+):
+    """track() copies an event when called: one whose properties cannot become JSON (a
+    BigInt, a cycle) is reported to onError as `invalid` at once, returns no itemId and is
+    neither queued nor stored, and later flushes still send the others; an object the caller
+    changes after track() does not change the queued event."""
+    gateway = start_gateway(bootstrap=bootstrap(names, site))
+    start_worker()
+    page = open_tracker(browser, site, gateway, **HOLD)
+    before = page.eval("powehi.track('view')")
+    bad = page.eval("[powehi.track('view', {n: 1n}), (() => { const o = {}; o.self = o; "
+                    "return powehi.track('view', {}, {source: o}); })()]")
+    assert bad == [None, None], bad
+    reports = page.eval("reports.map(r => [r.type, r.status, r.code, r.events.length])")
+    assert reports == [["invalid", 0, "invalid_event", 1]] * 2, reports
+    assert stored_queue(page, names.client_id) == [before]
+
+    after = page.eval("(() => { const p = {n: 1}, s = {itemId: 'a', itemType: 'page'}; "
+                      "const id = powehi.track('view', p, {source: s}); p.n = 2; s.itemId = 'b'; return id; })()")
+    assert page.eval("powehi.flush()") == 0
+    posts = smile_posts(browser.log())
+    assert [(p["status"], [e["itemId"] for e in p["events"]]) for p in posts] == [(200, [before, after])], posts
+    sent = posts[0]["events"][1]
+    assert sent["properties"] == {"n": 1} and sent["source"] == {"itemId": "a", "itemType": "page"}, sent
+    last = page.eval("powehi.track('view')")
+    assert page.eval("powehi.flush()") == 0
+    assert [[e["itemId"] for e in p["events"]] for p in smile_posts(browser.log())][1:] == [[last]]
+    assert_stored_exactly_once(store, names, {before, after, last}, ids_timeout=STORE_TIMEOUT_S)
