@@ -151,6 +151,10 @@ impl Default for Registry {
 #[derive(Debug, Default)]
 struct Known {
     sources: HashMap<String, Arc<DataSource>>,
+    /// Which source each live key hash belongs to, for clients that send a
+    /// write key alone (Segment's protocol, see [`crate::segment`]). Looked
+    /// up by the SHA-256 of the presented key, which no client can steer.
+    by_key: HashMap<KeyHash, String>,
     /// A (replayed) snapshot arrived: credentials can be judged.
     synced: bool,
 }
@@ -184,7 +188,40 @@ impl Registry {
                 );
             }
         }
+        let by_key = known
+            .sources
+            .values()
+            .flat_map(|s| s.key_hashes.iter().map(|h| (*h, s.id.clone())))
+            .collect();
+        known.by_key = by_key;
         known.synced = true;
+    }
+
+    /// The data source one of whose live write keys is `key`, for clients that
+    /// send a write key without a client id. Ids are not secret but keys are:
+    /// a key is only ever found by its hash.
+    pub fn authenticate_key(&self, key: &str) -> Result<Arc<DataSource>, ApiError> {
+        let presented = hash_key(key);
+        let (source, synced) = {
+            let known = self
+                .known
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let source = known
+                .by_key
+                .get(&presented)
+                .and_then(|id| known.sources.get(id))
+                .cloned();
+            (source, known.synced)
+        };
+        if !synced {
+            return Err(ApiError::NotReady("the config log is still being replayed"));
+        }
+        let source = source.ok_or(ApiError::InvalidCredentials)?;
+        if !source.enabled {
+            return Err(ApiError::DataSourceDisabled(source.id.clone()));
+        }
+        Ok(source)
     }
 
     /// Whether a preflight from `origin` may be granted: for the data source
@@ -306,6 +343,25 @@ mod tests {
         assert_eq!(outcome(&r, "a", "k1"), Err("invalid_credentials".into()));
         assert_eq!(outcome(&r, "a", "k2"), Ok("a".into()));
         assert_eq!(outcome(&r, "b", "k"), Err("invalid_credentials".into()));
+    }
+
+    #[test]
+    fn a_write_key_alone_finds_its_source_and_follows_revocations() {
+        let r = registry(&[
+            record("a", &["ka1", "ka2"], true),
+            record("off", &["ko"], false),
+        ]);
+        let by_key = |key: &str| {
+            r.authenticate_key(key)
+                .map(|s| s.id.clone())
+                .map_err(|e| e.code().to_string())
+        };
+        assert_eq!(by_key("ka2"), Ok("a".into()));
+        assert_eq!(by_key("nope"), Err("invalid_credentials".into()));
+        assert_eq!(by_key("ko"), Err("data_source_disabled".into()));
+        r.sync(&snapshot(&[record("a", &["ka2"], true)], 1));
+        assert_eq!(by_key("ka1"), Err("invalid_credentials".into()));
+        assert_eq!(by_key("ka2"), Ok("a".into()));
     }
 
     #[test]

@@ -51,7 +51,7 @@ const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(1);
 /// The 200 answer. `updated` keeps the reference meaning (profiles updated by
 /// this request); profile work happens later in the workers, so it is 0.
 #[derive(Serialize)]
-struct Acknowledged {
+pub(crate) struct Acknowledged {
     updated: u32,
     accepted: usize,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -187,7 +187,7 @@ struct ContextAnswer<'a> {
     profile: &'a crate::profiles::Profile,
 }
 
-fn observe(
+pub(crate) fn observe(
     state: &AppState,
     route: &str,
     started: Instant,
@@ -217,7 +217,7 @@ enum BatchRule {
 }
 
 /// What a request did: acknowledged events and per-event refusals.
-struct Ingested {
+pub(crate) struct Ingested {
     source: Arc<DataSource>,
     accepted: usize,
     refused: usize,
@@ -232,7 +232,7 @@ struct Ingested {
 
 impl Ingested {
     /// The 200 body, or the 400 when events were sent and none was accepted.
-    fn into_ack(self) -> Result<Acknowledged, ApiError> {
+    pub(crate) fn into_ack(self) -> Result<Acknowledged, ApiError> {
         if self.accepted == 0 && self.refused > 0 {
             return Err(ApiError::AllEventsRefused {
                 count: self.refused,
@@ -260,12 +260,7 @@ async fn ingest(
         return Err(ApiError::NotReady(reason));
     }
     check_media_type(request)?;
-    let encoding = Encoding::parse(
-        request
-            .headers()
-            .get(CONTENT_ENCODING)
-            .map(|v| v.to_str().unwrap_or("(not ASCII)")),
-    )?;
+    let encoding = content_encoding(request)?;
     let source = authenticate(request, state)?;
     if let Some(origin) = request.headers().get(ORIGIN).and_then(|v| v.to_str().ok()) {
         if !source.allows_origin(origin) {
@@ -280,17 +275,43 @@ async fn ingest(
     let body = read_body(request, payload, &state.config, &mut ticket).await?;
     let body = decode_body(body, encoding, state, &mut ticket)?;
     let batch = parse_batch(&body, rule)?;
+    let mut ingested = accept(
+        request,
+        &batch.events,
+        source,
+        received_at_ms,
+        &mut ticket,
+        state,
+    )
+    .await?;
+    ingested.body_session = batch.session_id;
+    Ok(ingested)
+}
+
+/// The part every ingest protocol shares, once its request is authenticated
+/// and its body turned into Powehi events: the per-request cap, the rate
+/// limit, one record per event stamped with the config position and the
+/// request's context, refusals recorded within their budgets, and the answer
+/// only once Kafka has every record.
+pub(crate) async fn accept(
+    request: &HttpRequest,
+    events: &[&RawValue],
+    source: Arc<DataSource>,
+    received_at_ms: i64,
+    ticket: &mut Ticket<'_>,
+    state: &AppState,
+) -> Result<Ingested, ApiError> {
     let limit = state.config.max_events_per_request;
-    if batch.events.len() > limit {
+    if events.len() > limit {
         return Err(ApiError::TooManyEvents {
-            count: batch.events.len(),
+            count: events.len(),
             limit,
         });
     }
     // Every event is charged, refused ones too: they are recorded as well.
     if let Some(limiter) = &source.rate_limiter {
         limiter
-            .try_take(batch.events.len(), Instant::now())
+            .try_take(events.len(), Instant::now())
             .map_err(|wait| ApiError::RateLimited {
                 source_id: source.id.clone(),
                 per_second: limiter.events_per_second(),
@@ -311,7 +332,7 @@ async fn ingest(
         future_tolerance_ms: i64::from(state.config.future_tolerance_seconds) * 1000,
     };
     let max_event_bytes = state.config.max_event_bytes;
-    let mut built = build_records(&batch.events, &stamp, &config, max_event_bytes);
+    let mut built = build_records(events, &stamp, &config, max_event_bytes);
     if built.unknown_type {
         // Another gateway may have registered the type a moment ago: judging
         // these events by this gateway's older position would reject them
@@ -321,7 +342,7 @@ async fn ingest(
                 state.metrics.config_catch_ups.inc();
                 config = state.config_log.snapshot();
                 stamp.config_position = config.position;
-                built = build_records(&batch.events, &stamp, &config, max_event_bytes);
+                built = build_records(events, &stamp, &config, max_event_bytes);
             }
         }
     }
@@ -344,7 +365,7 @@ async fn ingest(
             .map_err(|e| ApiError::KafkaUnavailable(e.to_string()))?;
     }
 
-    let accepted = batch.events.len() - errors.len();
+    let accepted = events.len() - errors.len();
     state
         .metrics
         .events
@@ -362,13 +383,23 @@ async fn ingest(
         errors,
         unrecorded,
         first_session,
-        body_session: batch.session_id,
+        body_session: None,
     })
 }
 
 /// JSON, and text/plain because `navigator.sendBeacon` cannot set a JSON type.
 /// A request without Content-Type is read as JSON.
-fn check_media_type(request: &HttpRequest) -> Result<(), ApiError> {
+/// The request's `Content-Encoding` (see [`crate::encoding`]).
+pub(crate) fn content_encoding(request: &HttpRequest) -> Result<Encoding, ApiError> {
+    Encoding::parse(
+        request
+            .headers()
+            .get(CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap_or("(not ASCII)")),
+    )
+}
+
+pub(crate) fn check_media_type(request: &HttpRequest) -> Result<(), ApiError> {
     let Some(value) = request.headers().get(CONTENT_TYPE) else {
         return Ok(());
     };
@@ -510,7 +541,7 @@ fn build_records(
 /// (a client dribbling bytes holds a connection, not the gateway). Memory
 /// grows with what arrives, never with what is declared, and is counted in
 /// the request's `ticket` (see [`crate::admission`]).
-async fn read_body(
+pub(crate) async fn read_body(
     request: &HttpRequest,
     mut payload: web::Payload,
     config: &crate::config::Config,
@@ -545,7 +576,7 @@ async fn read_body(
 
 /// The body as sent, decoded by its `Content-Encoding` within the body limit
 /// (see [`crate::encoding`]); bytes counted before and after.
-fn decode_body(
+pub(crate) fn decode_body(
     body: web::BytesMut,
     encoding: Encoding,
     state: &AppState,

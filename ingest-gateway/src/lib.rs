@@ -38,6 +38,7 @@ pub mod profiles;
 pub mod protocol_errors;
 pub mod ratelimit;
 pub mod request_context;
+pub mod segment;
 pub mod sink;
 pub mod tracker;
 
@@ -215,6 +216,14 @@ fn public_server(config: &Config, state: web::Data<AppState>) -> anyhow::Result<
             .route("/smile", web::post().to(ingest::smile))
             .route("/context", web::post().to(ingest::context))
             .route("/powehi.js", web::get().to(tracker::script));
+        // Segment's tracking API (crate::segment).
+        app = app.route("/v1/{call}", web::post().to(segment::handle));
+        if !prefix.is_empty() {
+            app = app.route(
+                &format!("{prefix}/v1/{{call}}"),
+                web::post().to(segment::handle),
+            );
+        }
         if !prefix.is_empty() {
             app = app
                 .route(&format!("{prefix}/smile"), web::post().to(ingest::smile))
