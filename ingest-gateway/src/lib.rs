@@ -9,6 +9,8 @@
 //! - [`configlog`]: replays and follows `powehi.config`; writes with read-your-writes.
 //! - [`bootstrap`]: `POWEHI_BOOTSTRAP`, upserted into the config log at start.
 //! - [`admin`]: the admin API (data sources, schemas, event log) on its own listener.
+//! - [`listener`]: how both listeners serve HTTP; [`segment`]: Segment's API;
+//!   [`tracker`]: `/powehi.js`.
 //! - [`errors`]: every failure and its HTTP answer ([`json_errors`] for actix's
 //!   extractors, [`protocol_errors`] for its HTTP parser); [`metrics`]: Prometheus.
 //!
@@ -33,6 +35,7 @@ pub mod errors;
 pub mod identity;
 pub mod ingest;
 pub mod json_errors;
+pub mod listener;
 pub mod metrics;
 pub mod profiles;
 pub mod protocol_errors;
@@ -47,14 +50,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_http::error::DispatchError;
-use actix_http::{HttpService, KeepAlive, Protocol};
 use actix_server::Server;
-use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactoryExt};
-use actix_web::dev::AppConfig;
 use actix_web::middleware::from_fn;
-use actix_web::rt::net::TcpStream;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpResponse};
 use anyhow::Context;
 use proto::config::Bootstrap;
 
@@ -64,7 +62,6 @@ use crate::auth::{hash_key, KeyHash, Registry, SourceLimits};
 use crate::configlog::ConfigLog;
 use crate::metrics::Metrics;
 use crate::profiles::ProfileStore;
-use crate::protocol_errors::JsonRefusals;
 use crate::sink::KafkaSink;
 
 /// What every request handler shares.
@@ -189,14 +186,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
-/// The public listener. Built from actix's parts rather than with
-/// `HttpServer` for one reason: each connection's stream is wrapped in
-/// [`protocol_errors::JsonRefusals`], so even the requests actix's parser
-/// refuses get the JSON error shape. The connection settings are
-/// `HttpServer`'s defaults (keep-alive and head timeout 5 s, disconnect 1 s,
-/// idle connections closed on a graceful stop); the app's `AppConfig` (host
-/// and address for URL generation, which the gateway does not use) is the
-/// default one, and the accept backlog actix-server's (2,048).
+/// The public listener: ingest, the tracker script, health and (optionally) metrics.
 fn public_server(config: &Config, state: web::Data<AppState>) -> anyhow::Result<Server> {
     let prefix = config.normalized_prefix().to_string();
     let public_metrics = config.public_metrics;
@@ -238,60 +228,36 @@ fn public_server(config: &Config, state: web::Data<AppState>) -> anyhow::Result<
         }
         app.default_service(web::to(errors::not_found))
     };
-    let mut builder = Server::build()
-        .disable_signals()
-        // Long enough for in-flight requests to get their Kafka acks.
-        .shutdown_timeout(config.delivery_timeout().as_secs() + 5);
-    if let Some(workers) = config.http_workers {
-        builder = builder.workers(workers);
-    }
-    let shutdown = builder.graceful_shutdown_signal();
-    let addr = config.http_addr;
-    let builder = builder
-        .bind("powehi-public", addr, move || {
-            let shutdown = shutdown.clone();
-            let http = HttpService::build()
-                .keep_alive(KeepAlive::default())
-                .client_request_timeout(Duration::from_secs(5))
-                .client_disconnect_timeout(Duration::from_secs(1))
-                .local_addr(addr)
-                // Idle keep-alive connections close at once on a graceful stop.
-                .graceful_shutdown_signal(move || {
-                    let shutdown = shutdown.clone();
-                    async move { shutdown.notified().await }
-                })
-                .finish(map_config(
-                    app()
-                        .into_factory()
-                        .map_err(|error: actix_web::Error| error.error_response()),
-                    |_| AppConfig::default(),
-                ));
-            fn_service(|io: TcpStream| async move {
-                let peer = io.peer_addr().ok();
-                Ok::<_, DispatchError>((JsonRefusals::new(io), Protocol::Http1, peer))
-            })
-            .and_then(http)
-        })
-        .with_context(|| format!("binding {addr}"))?;
-    Ok(builder.run())
+    listener::serve(
+        listener::Listener {
+            name: "powehi-public",
+            addr: config.http_addr,
+            workers: config.http_workers,
+            // Long enough for in-flight requests to get their Kafka acks.
+            shutdown_timeout_secs: config.delivery_timeout().as_secs() + 5,
+        },
+        app,
+    )
 }
 
 fn admin_server(config: &Config, state: web::Data<AppState>) -> anyhow::Result<Server> {
-    let server = HttpServer::new(move || {
+    let app = move || {
         App::new()
             .wrap(from_fn(json_errors::json_errors))
             .app_data(state.clone())
             .route("/metrics", web::get().to(metrics_text))
             .configure(admin::configure)
             .default_service(web::to(admin::not_found))
-    })
-    .workers(1)
-    .disable_signals()
-    .shutdown_timeout(15);
-    Ok(server
-        .bind(config.admin_addr)
-        .with_context(|| format!("binding {}", config.admin_addr))?
-        .run())
+    };
+    listener::serve(
+        listener::Listener {
+            name: "powehi-admin",
+            addr: config.admin_addr,
+            workers: Some(1),
+            shutdown_timeout_secs: 15,
+        },
+        app,
+    )
 }
 
 /// Once the config log is replayed, writes what the bootstrap file declares

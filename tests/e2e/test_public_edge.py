@@ -361,3 +361,8 @@ def test_requests_the_http_parser_refuses_get_json_errors(names, start_gateway):
     status_line, _, body = json_answer(rest)
     assert status_line.startswith("HTTP/1.1 400") and body["error"]["code"] == "malformed_request", rest
     assert gateway.alive() and requests.get(gateway.url("/healthz"), timeout=5).status_code == 200
+
+    # The admin listener answers its parser refusals the same way.
+    admin_addr = gateway.env["POWEHI_ADMIN_ADDR"]
+    status_line, headers, body = json_answer(raw_exchange(admin_addr, b"GET /v1/schemas HTTP/1.1\r\nBad\r\n\r\n"))
+    assert status_line.startswith("HTTP/1.1 400") and body["error"]["code"] == "malformed_request", body
