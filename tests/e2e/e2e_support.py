@@ -19,6 +19,7 @@ import contextlib
 import functools
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -89,10 +90,34 @@ def wait_until(
         time.sleep(interval)
 
 
+def _ephemeral_ports() -> range:
+    """The kernel's range for outgoing connections' local ports."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
+_EPHEMERAL = _ephemeral_ports()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port to give a process to listen on, outside the ephemeral range: a port the kernel
+    handed out once (bind to 0) may meanwhile be the local end of some outgoing connection
+    (librdkafka opens many), and the listener's bind then fails with EADDRINUSE."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(10_000, 65_000)
+        if port in _EPHEMERAL:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port outside the ephemeral range after 200 tries")
 
 
 def utc_now_iso() -> str:
