@@ -775,10 +775,6 @@ fn new_event_id() -> String {
 /// on a char boundary. Kafka would refuse it whole; the summary is bounded
 /// whatever the event (a 1 MB `sessionId` included).
 fn oversize_excerpt(text: &str) -> Box<RawValue> {
-    let mut end = OVERSIZE_EXCERPT_BYTES.min(text.len());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
     let mut kept = serde_json::Map::new();
     if let Ok(serde_json::Value::Object(fields)) = serde_json::from_str::<serde_json::Value>(text) {
         for name in [
@@ -801,7 +797,10 @@ fn oversize_excerpt(text: &str) -> Box<RawValue> {
         }
     }
     kept.insert("bytes".into(), text.len().into());
-    kept.insert("excerpt".into(), text[..end].into());
+    kept.insert(
+        "excerpt".into(),
+        proto::text::prefix(text, OVERSIZE_EXCERPT_BYTES).into(),
+    );
     let summary = serde_json::Value::Object(kept).to_string();
     RawValue::from_string(summary).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }

@@ -15,6 +15,7 @@ use std::str::FromStr;
 
 use actix_web::http::header::{HeaderMap, HeaderName, ORIGIN, REFERER, USER_AGENT};
 use actix_web::HttpRequest;
+use proto::text::prefix;
 use proto::RequestContext;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -148,7 +149,7 @@ pub fn of(request: &HttpRequest, trusted: &[IpNet]) -> RequestContext<'static> {
     let headers = request.headers();
     let header = |name: &HeaderName, limit: usize| -> Cow<'static, str> {
         headers.get(name).map_or(Cow::Borrowed(""), |value| {
-            Cow::Owned(bounded(&String::from_utf8_lossy(value.as_bytes()), limit).to_string())
+            Cow::Owned(prefix(&String::from_utf8_lossy(value.as_bytes()), limit).to_string())
         })
     };
     let ip = client_ip(request.peer_addr().map(|a| a.ip()), headers, trusted);
@@ -158,18 +159,6 @@ pub fn of(request: &HttpRequest, trusted: &[IpNet]) -> RequestContext<'static> {
         origin: header(&ORIGIN, MAX_ORIGIN_BYTES),
         referer: header(&REFERER, MAX_REFERER_BYTES),
     }
-}
-
-/// `text` cut to at most `limit` bytes, on a char boundary.
-fn bounded(text: &str, limit: usize) -> &str {
-    if text.len() <= limit {
-        return text;
-    }
-    let mut end = limit;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 #[cfg(test)]
@@ -266,7 +255,7 @@ mod tests {
     #[test]
     fn long_values_are_cut_on_a_char_boundary() {
         let text = "é".repeat(600);
-        let cut = bounded(&text, MAX_USER_AGENT_BYTES);
+        let cut = prefix(&text, MAX_USER_AGENT_BYTES);
         assert!(cut.len() <= MAX_USER_AGENT_BYTES && cut.chars().all(|c| c == 'é'));
     }
 }

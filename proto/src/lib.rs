@@ -14,6 +14,7 @@
 //! - `follower` (feature `kafka`): replays and follows `powehi.config`.
 //! - `producer` (feature `kafka`): the settings of the raw-topic producer.
 //! - [`time`]: ISO 8601 parsing with the range ClickHouse `DateTime` can hold.
+//! - [`text`]: cutting text to a byte budget on a char boundary.
 
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod follower;
 pub mod producer;
 pub mod reason;
 pub mod schema;
+pub mod text;
 pub mod time;
 pub mod topics;
 

@@ -235,16 +235,10 @@ fn describe(value: &Value) -> String {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     };
-    let mut text = value.to_string();
-    if text.len() > 40 {
-        let mut end = 40;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        text.truncate(end);
-        text.push('…');
-    }
-    format!("{kind} ({text})")
+    let text = value.to_string();
+    let cut = crate::text::prefix(&text, 40);
+    let ellipsis = if cut.len() < text.len() { "…" } else { "" };
+    format!("{kind} ({cut}{ellipsis})")
 }
 
 #[cfg(test)]
