@@ -30,15 +30,19 @@ pub fn key_hash_text(hash: &KeyHash) -> String {
 }
 
 pub fn parse_key_hash(text: &str) -> Option<KeyHash> {
-    let hex = text.strip_prefix("sha256:")?;
+    decode_hex32(text.strip_prefix("sha256:")?)
+}
+
+/// 32 bytes from 64 hex digits (either case); `None` otherwise.
+pub(crate) fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
     if hex.len() != 64 {
         return None;
     }
-    let mut hash = [0u8; 32];
-    for (i, byte) in hash.iter_mut().enumerate() {
+    let mut bytes = [0u8; 32];
+    for (i, byte) in bytes.iter_mut().enumerate() {
         *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
     }
-    Some(hash)
+    Some(bytes)
 }
 
 /// A data source as the gateway needs it on the hot path.
@@ -202,26 +206,13 @@ impl Registry {
     /// a key is only ever found by its hash.
     pub fn authenticate_key(&self, key: &str) -> Result<Arc<DataSource>, ApiError> {
         let presented = hash_key(key);
-        let (source, synced) = {
-            let known = self
-                .known
-                .read()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let source = known
+        self.admit(|known| {
+            known
                 .by_key
                 .get(&presented)
                 .and_then(|id| known.sources.get(id))
-                .cloned();
-            (source, known.synced)
-        };
-        if !synced {
-            return Err(ApiError::NotReady("the config log is still being replayed"));
-        }
-        let source = source.ok_or(ApiError::InvalidCredentials)?;
-        if !source.enabled {
-            return Err(ApiError::DataSourceDisabled(source.id.clone()));
-        }
-        Ok(source)
+                .cloned()
+        })
     }
 
     /// Whether a preflight from `origin` may be granted: for the data source
@@ -246,19 +237,33 @@ impl Registry {
     /// Before the first snapshot nothing can be judged: `NotReady`, not 401.
     pub fn authenticate(&self, client_id: &str, token: &str) -> Result<Arc<DataSource>, ApiError> {
         let presented = hash_key(token);
+        self.admit(|known| {
+            known
+                .sources
+                .get(client_id)
+                .filter(|s| s.accepts_key(&presented))
+                .cloned()
+        })
+    }
+
+    /// The source `find` picks under the credentials presented: `NotReady`
+    /// before the first snapshot (nothing can be judged yet, a 401 would be
+    /// final for producers), 401 when none, 403 when it is disabled.
+    fn admit(
+        &self,
+        find: impl FnOnce(&Known) -> Option<Arc<DataSource>>,
+    ) -> Result<Arc<DataSource>, ApiError> {
         let (source, synced) = {
             let known = self
                 .known
                 .read()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            (known.sources.get(client_id).cloned(), known.synced)
+            (find(&known), known.synced)
         };
         if !synced {
             return Err(ApiError::NotReady("the config log is still being replayed"));
         }
-        let source = source
-            .filter(|s| s.accepts_key(&presented))
-            .ok_or(ApiError::InvalidCredentials)?;
+        let source = source.ok_or(ApiError::InvalidCredentials)?;
         if !source.enabled {
             return Err(ApiError::DataSourceDisabled(source.id.clone()));
         }

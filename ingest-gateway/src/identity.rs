@@ -40,22 +40,11 @@ impl IdentityKey {
     /// Whether `presented` (hex, either case) is the proof for `profile_id`;
     /// compared in constant time.
     pub fn verifies(&self, profile_id: &str, presented: Option<&str>) -> bool {
-        let Some(presented) = presented.and_then(decode_hex) else {
+        let Some(presented) = presented.and_then(crate::auth::decode_hex32) else {
             return false;
         };
         bool::from(self.proof(profile_id).ct_eq(&presented))
     }
-}
-
-fn decode_hex(text: &str) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
-    let mut bytes = [0u8; 32];
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(bytes)
 }
 
 #[cfg(test)]
