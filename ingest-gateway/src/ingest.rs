@@ -255,25 +255,12 @@ async fn ingest(
     state: &AppState,
     rule: BatchRule,
 ) -> Result<Ingested, ApiError> {
-    let received_at_ms = Utc::now().timestamp_millis();
-    if let Some(reason) = state.config_not_ready() {
-        return Err(ApiError::NotReady(reason));
-    }
-    check_media_type(request)?;
-    let encoding = content_encoding(request)?;
+    let (received_at_ms, encoding) = open(request, state)?;
     let source = authenticate(request, state)?;
-    if let Some(origin) = request.headers().get(ORIGIN).and_then(|v| v.to_str().ok()) {
-        if !source.allows_origin(origin) {
-            return Err(ApiError::OriginNotAllowed {
-                origin: origin.to_string(),
-                source_id: source.id.clone(),
-            });
-        }
-    }
+    check_origin(request, &source)?;
     // Held until the answer: the body and the records made of it.
     let mut ticket = state.admission.enter()?;
-    let body = read_body(request, payload, &state.config, &mut ticket).await?;
-    let body = decode_body(body, encoding, state, &mut ticket)?;
+    let body = read_decoded_body(request, payload, encoding, state, &mut ticket).await?;
     let batch = parse_batch(&body, rule)?;
     let mut ingested = accept(
         request,
@@ -286,6 +273,47 @@ async fn ingest(
     .await?;
     ingested.body_session = batch.session_id;
     Ok(ingested)
+}
+
+/// What every ingest route checks before anything else: the gateway can
+/// judge credentials, and the body's media type and encoding are ones it
+/// reads. Answers when the request was received and how its body is encoded.
+pub(crate) fn open(request: &HttpRequest, state: &AppState) -> Result<(i64, Encoding), ApiError> {
+    let received_at_ms = Utc::now().timestamp_millis();
+    if let Some(reason) = state.config_not_ready() {
+        return Err(ApiError::NotReady(reason));
+    }
+    check_media_type(request)?;
+    Ok((received_at_ms, content_encoding(request)?))
+}
+
+/// Refuses a request from a page whose origin `source` does not allow (see
+/// [`crate::cors`]); an `Origin` that is not ASCII is no allowed origin either.
+pub(crate) fn check_origin(request: &HttpRequest, source: &DataSource) -> Result<(), ApiError> {
+    let Some(origin) = request.headers().get(ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("(not ASCII)");
+    if source.allows_origin(origin) {
+        return Ok(());
+    }
+    Err(ApiError::OriginNotAllowed {
+        origin: origin.to_string(),
+        source_id: source.id.clone(),
+    })
+}
+
+/// The request's body, read within its limits and deadline and decoded,
+/// its bytes counted in `ticket`.
+pub(crate) async fn read_decoded_body(
+    request: &HttpRequest,
+    payload: web::Payload,
+    encoding: Encoding,
+    state: &AppState,
+    ticket: &mut Ticket<'_>,
+) -> Result<web::BytesMut, ApiError> {
+    let body = read_body(request, payload, &state.config, ticket).await?;
+    decode_body(body, encoding, state, ticket)
 }
 
 /// The part every ingest protocol shares, once its request is authenticated
@@ -390,7 +418,7 @@ pub(crate) async fn accept(
 /// JSON, and text/plain because `navigator.sendBeacon` cannot set a JSON type.
 /// A request without Content-Type is read as JSON.
 /// The request's `Content-Encoding` (see [`crate::encoding`]).
-pub(crate) fn content_encoding(request: &HttpRequest) -> Result<Encoding, ApiError> {
+fn content_encoding(request: &HttpRequest) -> Result<Encoding, ApiError> {
     Encoding::parse(
         request
             .headers()
@@ -399,7 +427,7 @@ pub(crate) fn content_encoding(request: &HttpRequest) -> Result<Encoding, ApiErr
     )
 }
 
-pub(crate) fn check_media_type(request: &HttpRequest) -> Result<(), ApiError> {
+fn check_media_type(request: &HttpRequest) -> Result<(), ApiError> {
     let Some(value) = request.headers().get(CONTENT_TYPE) else {
         return Ok(());
     };
@@ -541,7 +569,7 @@ fn build_records(
 /// (a client dribbling bytes holds a connection, not the gateway). Memory
 /// grows with what arrives, never with what is declared, and is counted in
 /// the request's `ticket` (see [`crate::admission`]).
-pub(crate) async fn read_body(
+async fn read_body(
     request: &HttpRequest,
     mut payload: web::Payload,
     config: &crate::config::Config,
@@ -576,7 +604,7 @@ pub(crate) async fn read_body(
 
 /// The body as sent, decoded by its `Content-Encoding` within the body limit
 /// (see [`crate::encoding`]); bytes counted before and after.
-pub(crate) fn decode_body(
+fn decode_body(
     body: web::BytesMut,
     encoding: Encoding,
     state: &AppState,

@@ -50,29 +50,27 @@ impl Call {
         Call::Batch,
     ];
 
-    pub fn route(self) -> &'static str {
+    /// The call's name: its route (`/v1/{name}`), a batch message's `type`,
+    /// and, but for `track`, the Powehi event type it makes.
+    pub fn name(self) -> &'static str {
         match self {
-            Call::Track => "/v1/track",
-            Call::Identify => "/v1/identify",
-            Call::Page => "/v1/page",
-            Call::Screen => "/v1/screen",
-            Call::Group => "/v1/group",
-            Call::Alias => "/v1/alias",
-            Call::Batch => "/v1/batch",
+            Call::Track => "track",
+            Call::Identify => "identify",
+            Call::Page => "page",
+            Call::Screen => "screen",
+            Call::Group => "group",
+            Call::Alias => "alias",
+            Call::Batch => "batch",
         }
+    }
+
+    fn named(text: &str) -> Option<Call> {
+        Call::ALL.into_iter().find(|call| call.name() == text)
     }
 
     /// The call a message of `type` makes inside a batch.
     fn of_type(text: &str) -> Option<Call> {
-        Some(match text {
-            "track" => Call::Track,
-            "identify" => Call::Identify,
-            "page" => Call::Page,
-            "screen" => Call::Screen,
-            "group" => Call::Group,
-            "alias" => Call::Alias,
-            _ => return None,
-        })
+        Call::named(text).filter(|call| *call != Call::Batch)
     }
 }
 
@@ -84,10 +82,7 @@ pub async fn handle(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let result = match Call::ALL
-        .into_iter()
-        .find(|c| c.route() == format!("/v1/{call}"))
-    {
+    let result = match Call::named(&call) {
         Some(call) => ingest_call(call, &request, payload, &state).await,
         None => Ok(crate::errors::not_found().await),
     };
@@ -101,16 +96,10 @@ async fn ingest_call(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
-    let received_at_ms = Utc::now().timestamp_millis();
-    if let Some(reason) = state.config_not_ready() {
-        return Err(ApiError::NotReady(reason));
-    }
-    ingest::check_media_type(request)?;
-    let encoding = ingest::content_encoding(request)?;
+    let (received_at_ms, encoding) = ingest::open(request, state)?;
     let basic_key = basic_user(request)?;
     let mut ticket = state.admission.enter()?;
-    let body = ingest::read_body(request, payload, &state.config, &mut ticket).await?;
-    let body = ingest::decode_body(body, encoding, state, &mut ticket)?;
+    let body = ingest::read_decoded_body(request, payload, encoding, state, &mut ticket).await?;
     let mut body: Map<String, Value> = match serde_json::from_slice(&body) {
         Ok(Value::Object(body)) => body,
         Ok(_) => {
@@ -131,15 +120,7 @@ async fn ingest_call(
             .ok_or(ApiError::MissingCredentials)?,
     };
     let source = state.registry.authenticate_key(&key)?;
-    if let Some(origin) = request.headers().get(actix_web::http::header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or("(not ASCII)");
-        if !source.allows_origin(origin) {
-            return Err(ApiError::OriginNotAllowed {
-                origin: origin.to_string(),
-                source_id: source.id.clone(),
-            });
-        }
-    }
+    ingest::check_origin(request, &source)?;
     let received = iso(received_at_ms);
     let sent_at = body.get("sentAt").cloned();
     let events = messages(call, &mut body)?
@@ -211,12 +192,8 @@ pub fn to_event(
     let mut event = Map::new();
     let event_type = match call {
         Some(Call::Track) => text("event"),
-        Some(Call::Identify) => Some("identify".into()),
-        Some(Call::Page) => Some("page".into()),
-        Some(Call::Screen) => Some("screen".into()),
-        Some(Call::Group) => Some("group".into()),
-        Some(Call::Alias) => Some("alias".into()),
         Some(Call::Batch) | None => None,
+        Some(other) => Some(other.name().to_string()),
     };
     if let Some(event_type) = event_type {
         event.insert("eventType".into(), event_type.into());
