@@ -134,13 +134,17 @@ impl Store {
         .await
     }
 
+    async fn has_column(&self, table: &str, column: &str) -> Result<bool, StoreError> {
+        Ok(self.columns(table).await?.iter().any(|c| c == column))
+    }
+
     async fn add_column(&self, table: &str, column: &str, sql: &str) -> Result<(), StoreError> {
-        if self.columns(table).await?.iter().any(|c| c == column) {
+        if self.has_column(table, column).await? {
             return Ok(());
         }
         match self.admin_execute(sql).await {
             // Another worker added it in between.
-            Err(_) if self.columns(table).await?.iter().any(|c| c == column) => Ok(()),
+            Err(_) if self.has_column(table, column).await? => Ok(()),
             outcome => outcome,
         }
     }

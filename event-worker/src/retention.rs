@@ -37,9 +37,16 @@ pub fn expired(partitions: &[String], now: DateTime<Utc>, days: u32) -> Vec<Stri
         .collect()
 }
 
+/// Whether `partition` is spelled as a month, `YYYYMM` (six digits): the
+/// only partition ids retention reads, and drops (they are spliced into the
+/// statement, see [`Store::drop_partition`]).
+pub fn is_month(partition: &str) -> bool {
+    partition.len() == 6 && partition.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The first instant after the month `YYYYMM`.
 fn month_end(partition: &str) -> Option<DateTime<Utc>> {
-    if partition.len() != 6 || !partition.bytes().all(|b| b.is_ascii_digit()) {
+    if !is_month(partition) {
         return None;
     }
     let year: i32 = partition[..4].parse().ok()?;

@@ -209,7 +209,7 @@ impl Store {
     /// Drops one month of `table`; `partition` must be `YYYYMM` (it is
     /// spliced into the statement: partition ids cannot be bound).
     pub async fn drop_partition(&self, table: &str, partition: &str) -> Result<(), StoreError> {
-        if partition.len() != 6 || !partition.bytes().all(|b| b.is_ascii_digit()) {
+        if !crate::retention::is_month(partition) {
             return Err(StoreError::Layout(format!(
                 "{table}: partition {partition:?} is not a month (YYYYMM)"
             )));
