@@ -7,7 +7,7 @@
 use clickhouse::Row;
 use proto::config::ConfigSnapshot;
 use proto::reason::{Reason, ReasonCode};
-use proto::schema::{validate_event, Validated};
+use proto::schema::{validate_under, Validated};
 use proto::time::corrected_time_ms;
 use proto::{best_effort_ids, check_event, profile_of, Envelope, EventFields};
 use serde::Serialize;
@@ -51,6 +51,11 @@ pub struct EventRow {
     pub user_agent: String,
     pub origin: String,
     pub referer: String,
+    /// The event's `context` object as sent ('' when it had none).
+    pub context: String,
+    /// The source's policy the event was ingested under
+    /// ([`proto::config::EventPolicy::label`]): `reject/trim`, `accept/keep`, …
+    pub policy: String,
 }
 
 /// The columns of an [`EventRow`] the profile views read: a row of the Null
@@ -111,6 +116,8 @@ pub struct RejectedRow {
     pub user_agent: String,
     pub origin: String,
     pub referer: String,
+    /// As in [`EventRow::policy`]; '' for a record that is not an envelope.
+    pub policy: String,
 }
 
 #[derive(Debug)]
@@ -171,7 +178,7 @@ pub fn decode(
         }
     };
     let schema = config.schema_as_of(&fields.event_type, envelope.config_position);
-    match validate_event(schema.map(|s| &s.schema), &fields) {
+    match validate_under(envelope.policy, schema.map(|s| &s.schema), &fields) {
         Ok(validated) => {
             let version = schema.map_or(0, |s| s.version);
             Decoded::Accepted(event_row(&envelope, &fields, validated, version, position))
@@ -237,6 +244,10 @@ fn event_row(
         user_agent: context.user_agent.to_string(),
         origin: context.origin.to_string(),
         referer: context.referer.to_string(),
+        context: fields
+            .context
+            .map_or_else(String::new, |raw| raw.get().to_string()),
+        policy: envelope.policy.label(),
     }
 }
 
@@ -273,6 +284,7 @@ fn rejected_row(
         user_agent: envelope.context.user_agent.to_string(),
         origin: envelope.context.origin.to_string(),
         referer: envelope.context.referer.to_string(),
+        policy: envelope.policy.label(),
     }
 }
 
@@ -302,6 +314,7 @@ fn poison_row(payload: &[u8], problem: String, position: Position, record_ms: i6
         user_agent: String::new(),
         origin: String::new(),
         referer: String::new(),
+        policy: String::new(),
     }
 }
 

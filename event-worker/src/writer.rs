@@ -558,6 +558,7 @@ fn refused_event(row: EventRow, error: &str) -> RejectedRow {
         user_agent: row.user_agent,
         origin: row.origin,
         referer: row.referer,
+        policy: row.policy,
     }
 }
 

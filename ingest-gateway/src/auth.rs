@@ -61,6 +61,8 @@ pub struct DataSource {
     pub identity: Option<crate::identity::IdentityKey>,
     /// Origins whose pages may send (lowercase; `*`: any). See [`crate::cors`].
     allowed_origins: Vec<String>,
+    /// Stamped on every record it sends (see [`proto::Envelope::policy`]).
+    pub policy: proto::config::EventPolicy,
     /// What it was built from, to rebuild only what changed.
     record: DataSourceRecord,
 }
@@ -96,6 +98,7 @@ impl DataSource {
                 .iter()
                 .map(|o| o.to_ascii_lowercase())
                 .collect(),
+            policy: record.policy(),
             record: record.clone(),
         }
     }
@@ -292,6 +295,8 @@ mod tests {
             max_events_per_second: None,
             identity_secret: None,
             allowed_origins: proto::config::any_origin(),
+            unplanned_events: Default::default(),
+            undeclared_properties: Default::default(),
         }
     }
 

@@ -156,6 +156,14 @@ fn desired_data_source(
             .clone()
             .or_else(|| current.map(|c| c.allowed_origins.clone()))
             .unwrap_or_else(proto::config::any_origin),
+        unplanned_events: spec
+            .unplanned_events
+            .or_else(|| current.map(|c| c.unplanned_events))
+            .unwrap_or_default(),
+        undeclared_properties: spec
+            .undeclared_properties
+            .or_else(|| current.map(|c| c.undeclared_properties))
+            .unwrap_or_default(),
     })
 }
 

@@ -43,6 +43,10 @@ pub enum ApiError {
     DataSourceDisabled(String),
     #[error("the request body is larger than {limit} bytes: send smaller batches")]
     PayloadTooLarge { limit: usize },
+    /// Segment's API: a batch over its documented size, answered as Segment
+    /// does (400, which its libraries do not retry).
+    #[error("the batch is larger than {limit} bytes, Segment's limit per request: send smaller batches")]
+    BatchTooLarge { limit: usize },
     #[error("the request body is not valid JSON: {0}")]
     MalformedJson(String),
     #[error("the request body must be an object with an \"events\" array: {0}")]
@@ -97,6 +101,7 @@ impl ApiError {
             Self::DataSourceDisabled(_) => "data_source_disabled",
             Self::OriginNotAllowed { .. } => "origin_not_allowed",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::BatchTooLarge { .. } => "batch_too_large",
             Self::MalformedJson(_) => "malformed_json",
             Self::InvalidBody(_) => "invalid_body",
             Self::EmptyBatch => "empty_batch",
@@ -139,6 +144,7 @@ impl ResponseError for ApiError {
             | Self::MalformedEncoding(_)
             | Self::InvalidBody(_)
             | Self::EmptyBatch
+            | Self::BatchTooLarge { .. }
             | Self::AllEventsRefused { .. }
             | Self::BadRequestStream(_) => StatusCode::BAD_REQUEST,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,

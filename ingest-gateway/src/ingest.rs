@@ -18,7 +18,7 @@ use actix_web::http::header::{CONTENT_ENCODING, CONTENT_TYPE, ORIGIN};
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use futures::StreamExt;
-use proto::config::ConfigSnapshot;
+use proto::config::{ConfigSnapshot, EventPolicy};
 use proto::reason::{Reason, ReasonCode};
 use proto::time::corrected_time_ms;
 use proto::topics::record_key;
@@ -260,7 +260,8 @@ async fn ingest(
     check_origin(request, &source)?;
     // Held until the answer: the body and the records made of it.
     let mut ticket = state.admission.enter()?;
-    let body = read_decoded_body(request, payload, encoding, state, &mut ticket).await?;
+    let limit = state.config.max_body_bytes;
+    let body = read_decoded_body(request, payload, encoding, limit, state, &mut ticket).await?;
     let batch = parse_batch(&body, rule)?;
     let mut ingested = accept(
         request,
@@ -303,17 +304,18 @@ pub(crate) fn check_origin(request: &HttpRequest, source: &DataSource) -> Result
     })
 }
 
-/// The request's body, read within its limits and deadline and decoded,
-/// its bytes counted in `ticket`.
+/// The request's body, read within `limit` bytes (sent and decoded) and the
+/// deadline, and decoded, its bytes counted in `ticket`.
 pub(crate) async fn read_decoded_body(
     request: &HttpRequest,
     payload: web::Payload,
     encoding: Encoding,
+    limit: usize,
     state: &AppState,
     ticket: &mut Ticket<'_>,
 ) -> Result<web::BytesMut, ApiError> {
-    let body = read_body(request, payload, &state.config, ticket).await?;
-    decode_body(body, encoding, state, ticket)
+    let body = read_body(request, payload, limit, &state.config, ticket).await?;
+    decode_body(body, encoding, limit, state, ticket)
 }
 
 /// The part every ingest protocol shares, once its request is authenticated
@@ -357,6 +359,7 @@ pub(crate) async fn accept(
         received_at_ms,
         config_position: config.position,
         context: &context,
+        policy: source.policy,
         future_tolerance_ms: i64::from(state.config.future_tolerance_seconds) * 1000,
     };
     let max_event_bytes = state.config.max_event_bytes;
@@ -572,10 +575,10 @@ fn build_records(
 async fn read_body(
     request: &HttpRequest,
     mut payload: web::Payload,
+    limit: usize,
     config: &crate::config::Config,
     ticket: &mut Ticket<'_>,
 ) -> Result<web::BytesMut, ApiError> {
-    let limit = config.max_body_bytes;
     let declared = request
         .headers()
         .get(actix_web::http::header::CONTENT_LENGTH)
@@ -607,6 +610,7 @@ async fn read_body(
 fn decode_body(
     body: web::BytesMut,
     encoding: Encoding,
+    limit: usize,
     state: &AppState,
     ticket: &mut Ticket<'_>,
 ) -> Result<web::BytesMut, ApiError> {
@@ -620,7 +624,7 @@ fn decode_body(
             .inc_by(body.len() as u64);
         return Ok(body);
     }
-    let decoded = encoding.decode(&body, state.config.max_body_bytes)?;
+    let decoded = encoding.decode(&body, limit)?;
     ticket.hold(decoded.len())?;
     bytes
         .with_label_values(&[encoding.label(), "decoded"])
@@ -678,6 +682,8 @@ struct Stamp<'a> {
     config_position: i64,
     /// Where the request came from.
     context: &'a RequestContext<'static>,
+    /// The source's policy for unplanned events, applied by the worker.
+    policy: EventPolicy,
     /// How far ahead of `received_at_ms` an event's time may be.
     future_tolerance_ms: i64,
 }
@@ -690,6 +696,7 @@ impl<'a> Stamp<'a> {
         let mut envelope = Envelope::new(id, self.client_id, self.received_at_ms, event);
         envelope.config_position = Some(self.config_position);
         envelope.context = self.context.borrowed();
+        envelope.policy = self.policy;
         envelope
     }
 
@@ -853,6 +860,7 @@ mod tests {
             received_at_ms: NOW_MS,
             config_position,
             context: &NO_CONTEXT,
+            policy: EventPolicy::default(),
             future_tolerance_ms: 600_000,
         }
     }

@@ -13,7 +13,9 @@
 //!
 //! Answers follow what Segment's libraries act on: 200 when anything was
 //! accepted (refused events listed, as `/smile` does), 400 when nothing was
-//! (never retried), 429 and 503 with Retry-After (retried).
+//! (never retried), 429 and 503 with Retry-After (retried). Limits are
+//! Segment's: a request over 500 KB is a 400 `batch_too_large`, a message
+//! over 32 KB (`POWEHI_MAX_EVENT_BYTES`) is refused as `event_too_large`.
 
 use std::time::Instant;
 
@@ -26,6 +28,10 @@ use serde_json::{Map, Value};
 use crate::errors::ApiError;
 use crate::ingest;
 use crate::AppState;
+
+/// Segment's documented limit on a request body (its libraries batch below
+/// it): 500 KB, counted after decompression.
+pub const MAX_BATCH_BYTES: usize = 500 * 1024;
 
 /// The calls of Segment's API, by route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,7 +105,13 @@ async fn ingest_call(
     let (received_at_ms, encoding) = ingest::open(request, state)?;
     let basic_key = basic_user(request)?;
     let mut ticket = state.admission.enter()?;
-    let body = ingest::read_decoded_body(request, payload, encoding, state, &mut ticket).await?;
+    let limit = MAX_BATCH_BYTES.min(state.config.max_body_bytes);
+    let body = ingest::read_decoded_body(request, payload, encoding, limit, state, &mut ticket)
+        .await
+        .map_err(|e| match e {
+            ApiError::PayloadTooLarge { limit } => ApiError::BatchTooLarge { limit },
+            other => other,
+        })?;
     let mut body: Map<String, Value> = match serde_json::from_slice(&body) {
         Ok(Value::Object(body)) => body,
         Ok(_) => {
@@ -226,6 +238,9 @@ pub fn to_event(
         event.insert("sendAt".into(), sent_at.clone());
     }
     event.insert("properties".into(), Value::Object(properties(call, fields)));
+    if let Some(context) = fields.get("context").filter(|c| !c.is_null()) {
+        event.insert("context".into(), context.clone());
+    }
     Value::Object(event)
 }
 
@@ -236,7 +251,16 @@ fn properties(call: Option<Call>, fields: &Map<String, Value>) -> Map<String, Va
         _ => Map::new(),
     };
     match call {
-        Some(Call::Identify) => object("traits"),
+        // RudderStack's libraries send identify's traits in `context.traits`
+        // (Segment's allow it too): those first, the message's own over them.
+        Some(Call::Identify) => {
+            let mut traits = match fields.get("context").and_then(|c| c.get("traits")) {
+                Some(Value::Object(map)) => map.clone(),
+                _ => Map::new(),
+            };
+            traits.extend(object("traits"));
+            traits
+        }
         Some(Call::Group) => {
             let mut traits = object("traits");
             if let Some(group) = fields.get("groupId") {
@@ -338,13 +362,15 @@ mod tests {
         let event = mapped(
             Some(Call::Track),
             json!({"type": "track", "event": "Order Completed", "anonymousId": "a1", "userId": 42,
-                   "messageId": "m1", "timestamp": "2026-12-06T11:59:59Z", "properties": {"total": 9}}),
+                   "messageId": "m1", "timestamp": "2026-12-06T11:59:59Z", "properties": {"total": 9},
+                   "context": {"library": {"name": "analytics-python"}}, "integrations": {}}),
         );
         assert_eq!(
             event,
             json!({"eventType": "Order Completed", "scope": "shop", "sessionId": "a1", "profileId": "42",
                    "itemId": "m1", "timeStamp": "2026-12-06T11:59:59Z",
-                   "sendAt": "2026-12-06T12:00:01Z", "properties": {"total": 9}})
+                   "sendAt": "2026-12-06T12:00:01Z", "properties": {"total": 9},
+                   "context": {"library": {"name": "analytics-python"}}})
         );
     }
 
@@ -360,6 +386,16 @@ mod tests {
             (&json!("u"), &json!("u"))
         );
         assert_eq!(identify["properties"], json!({"plan": "pro"}));
+        let rudder = mapped(
+            Some(Call::Identify),
+            json!({"userId": "u", "context": {"traits": {"plan": "free", "seats": 3}},
+                   "traits": {"plan": "pro"}}),
+        );
+        assert_eq!(
+            rudder["properties"],
+            json!({"plan": "pro", "seats": 3}),
+            "context.traits, the message's own traits over them"
+        );
         assert_eq!(
             identify["sendAt"], "2026-12-06T12:00:02Z",
             "the message's own sentAt first"

@@ -135,6 +135,8 @@ pub fn bootstrap(sources: &[(String, String)]) -> Bootstrap {
                 max_events_per_second: None,
                 identity_secret: None,
                 allowed_origins: None,
+                unplanned_events: None,
+                undeclared_properties: None,
             })
             .collect(),
         event_schemas: schemas(),

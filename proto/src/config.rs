@@ -40,6 +40,14 @@ pub struct DataSourceSpec {
     /// Absent: the log's, else any.
     #[serde(default)]
     pub allowed_origins: Option<Vec<String>>,
+    /// What happens to event types no schema planned. Absent: the log's,
+    /// else `reject`.
+    #[serde(default)]
+    pub unplanned_events: Option<UnplannedEvents>,
+    /// What happens to properties a schema does not declare. Absent: the
+    /// log's, else `trim`.
+    #[serde(default)]
+    pub undeclared_properties: Option<UndeclaredProperties>,
 }
 
 fn enabled_by_default() -> bool {
@@ -144,6 +152,93 @@ pub struct DataSourceRecord {
     /// written before the field existed allow any, as new sources do.
     #[serde(default = "any_origin")]
     pub allowed_origins: Vec<String>,
+    /// Left out while it is the default, so a record that never changed it
+    /// stays readable by versions before it existed.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub unplanned_events: UnplannedEvents,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub undeclared_properties: UndeclaredProperties,
+}
+
+impl DataSourceRecord {
+    /// The policy its events are ingested under (stamped on each record by
+    /// the gateway, see [`crate::envelope::Envelope::policy`]).
+    pub fn policy(&self) -> EventPolicy {
+        EventPolicy {
+            unplanned_events: self.unplanned_events,
+            undeclared_properties: self.undeclared_properties,
+        }
+    }
+}
+
+/// What a data source's events that no schema planned become: the unplanned
+/// events policy of Segment Protocols and RudderStack tracking plans. The
+/// defaults are the reference document's rules: an unregistered event type is
+/// rejected, and an event keeps only the properties its schema declares.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventPolicy {
+    #[serde(default)]
+    pub unplanned_events: UnplannedEvents,
+    #[serde(default)]
+    pub undeclared_properties: UndeclaredProperties,
+}
+
+impl EventPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// How the event log shows it: `reject/trim`, `accept/keep`, …
+    pub fn label(&self) -> String {
+        format!(
+            "{}/{}",
+            self.unplanned_events.as_str(),
+            self.undeclared_properties.as_str()
+        )
+    }
+}
+
+/// An event whose type has no schema: `reject`ed with `unknown_event_type`, or
+/// `accept`ed untyped (schema version 0, its properties as sent).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnplannedEvents {
+    #[default]
+    Reject,
+    Accept,
+}
+
+impl UnplannedEvents {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reject => "reject",
+            Self::Accept => "accept",
+        }
+    }
+}
+
+/// Properties an event's schema does not declare: `trim`med (dropped) or
+/// `keep`t as sent beside the declared, checked ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UndeclaredProperties {
+    #[default]
+    Trim,
+    Keep,
+}
+
+impl UndeclaredProperties {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Trim => "trim",
+            Self::Keep => "keep",
+        }
+    }
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// What a data source allows when nobody said otherwise: any origin (write
@@ -482,6 +577,8 @@ mod snapshot_tests {
             max_events_per_second: None,
             identity_secret: None,
             allowed_origins: any_origin(),
+            unplanned_events: UnplannedEvents::default(),
+            undeclared_properties: UndeclaredProperties::default(),
         })
     }
 
@@ -584,6 +681,8 @@ mod snapshot_tests {
             max_events_per_second: Some(5),
             identity_secret: None,
             allowed_origins: any_origin(),
+            unplanned_events: UnplannedEvents::Accept,
+            undeclared_properties: UndeclaredProperties::default(),
         };
         let bytes =
             serde_json::to_vec(&ConfigRecord::DataSource(source.clone())).unwrap_or_default();
@@ -592,5 +691,21 @@ mod snapshot_tests {
         assert_eq!(snapshot.data_sources.get("shop"), Some(&source));
         assert_eq!(snapshot.apply("datasource/shop", None), Ok(()));
         assert!(snapshot.data_sources.is_empty());
+    }
+
+    #[test]
+    fn a_default_policy_is_left_out_of_the_record_and_read_as_the_default() {
+        let ConfigRecord::DataSource(mut source) = source(true, &[]) else {
+            panic!("a data source")
+        };
+        let text = serde_json::to_string(&source).unwrap_or_default();
+        assert!(!text.contains("unplanned") && !text.contains("undeclared"), "{text}");
+        source.undeclared_properties = UndeclaredProperties::Keep;
+        let text = serde_json::to_string(&source).unwrap_or_default();
+        assert!(text.contains(r#""undeclaredProperties":"keep""#), "{text}");
+        let read: Result<DataSourceRecord, _> = serde_json::from_str(&text);
+        assert_eq!(read.map(|r| r.policy().label()).ok().as_deref(), Some("reject/keep"));
+        let wrong = text.replace("keep", "sometimes");
+        assert!(serde_json::from_str::<DataSourceRecord>(&wrong).is_err());
     }
 }

@@ -41,6 +41,10 @@ pub struct EventFields<'a> {
     pub profile_id: Option<Cow<'a, str>>,
     /// The producer's idempotency key for this event.
     pub item_id: Option<Cow<'a, str>>,
+    /// `context`, a JSON object, as sent: what the sender's library knows of
+    /// where the event happened (Segment's `context`: page, library, device,
+    /// locale, …). Stored beside the properties, never validated.
+    pub context: Option<&'a RawValue>,
 }
 
 /// Every envelope field, untyped. Unknown fields are ignored.
@@ -66,6 +70,8 @@ struct RawFields<'a> {
     profile_id: Option<&'a RawValue>,
     #[serde(rename = "itemId", borrow, default)]
     item_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    context: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -121,12 +127,8 @@ pub fn check_event<'a>(raw: &'a RawValue, client_id: &str) -> Result<EventFields
         None => None,
         Some(value) => Some(timestamp(value, "sendAt", ReasonCode::InvalidField)?),
     };
-    let properties = match fields.properties.filter(|v| !is_null(v)) {
-        Some(value) if !value.get().trim_start().starts_with('{') => {
-            return Err(invalid_field("properties", "must be a JSON object"))
-        }
-        other => other,
-    };
+    let properties = object_field(fields.properties, "properties")?;
+    let context = object_field(fields.context, "context")?;
     Ok(EventFields {
         event_type,
         session_id,
@@ -138,7 +140,21 @@ pub fn check_event<'a>(raw: &'a RawValue, client_id: &str) -> Result<EventFields
         target: item_ref(fields.target, "target")?,
         profile_id: optional_text(fields.profile_id, "profileId")?,
         item_id: optional_text(fields.item_id, "itemId")?,
+        context,
     })
+}
+
+/// An optional field that must be a JSON object (`null` counts as absent).
+fn object_field<'a>(
+    value: Option<&'a RawValue>,
+    name: &str,
+) -> Result<Option<&'a RawValue>, Reason> {
+    match value.filter(|v| !is_null(v)) {
+        Some(value) if !value.get().trim_start().starts_with('{') => {
+            Err(invalid_field(name, "must be a JSON object"))
+        }
+        other => Ok(other),
+    }
 }
 
 /// The profile an event belongs to: its `profileId`, else the anonymous
@@ -392,6 +408,10 @@ mod tests {
                 r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z","itemId":5}"#,
                 ReasonCode::InvalidField,
             ),
+            (
+                r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z","context":"web"}"#,
+                ReasonCode::InvalidField,
+            ),
         ];
         for (json, expected) in cases {
             assert_eq!(code_of(json), Some(expected), "{json}");
@@ -432,7 +452,7 @@ mod tests {
         let event = raw(
             r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z",
                 "sendAt":"2021-10-15T18:49:01.5Z","profileId":"p1","itemId":"e1",
-                "source":{"itemId":"home","itemType":"page"}}"#,
+                "source":{"itemId":"home","itemType":"page"},"context":{"library":{"name":"x"}}}"#,
         );
         let fields = check_event(&event, "demo").map_err(|r| r.message);
         let Ok(fields) = fields else {
@@ -449,5 +469,9 @@ mod tests {
             Some("page".to_string())
         );
         assert!(fields.target.is_none());
+        assert_eq!(
+            fields.context.map(RawValue::get),
+            Some(r#"{"library":{"name":"x"}}"#)
+        );
     }
 }

@@ -5,12 +5,21 @@
 //! trimmed to the declared ones. The worker records exactly these reasons, and
 //! the admin API's `validate` endpoint answers exactly these reasons, because
 //! both call [`validate_event`].
+//!
+//! A data source's [`EventPolicy`] may relax the two rules of the reference
+//! document ([`validate_under`]): an event type without a schema is then
+//! accepted untyped, with its properties as sent, and properties a schema does
+//! not declare are kept beside the checked ones. Declared properties are
+//! checked either way.
 
 use std::collections::HashSet;
 
 use serde_json::{Map, Value};
 
-use crate::config::{EventSchemaSpec, PropertySpec, PropertyType};
+use crate::config::{
+    EventPolicy, EventSchemaSpec, PropertySpec, PropertyType, UndeclaredProperties,
+    UnplannedEvents,
+};
 use crate::event::EventFields;
 use crate::reason::{Reason, ReasonCode};
 use crate::time::parse_iso8601;
@@ -29,12 +38,32 @@ pub struct Validated {
     pub profile_updates: Vec<(String, String)>,
 }
 
-/// Checks an event against its schema (`None`: no schema for its type).
+/// Checks an event against its schema (`None`: no schema for its type), by
+/// the reference document's rules (the default policy).
 pub fn validate_event(
     schema: Option<&EventSchemaSpec>,
     event: &EventFields<'_>,
 ) -> Result<Validated, Vec<Reason>> {
+    validate_under(EventPolicy::default(), schema, event)
+}
+
+/// Checks an event against its schema under its data source's policy.
+pub fn validate_under(
+    policy: EventPolicy,
+    schema: Option<&EventSchemaSpec>,
+    event: &EventFields<'_>,
+) -> Result<Validated, Vec<Reason>> {
+    let properties: Map<String, Value> = match event.properties {
+        None => Map::new(),
+        Some(raw) => serde_json::from_str(raw.get()).unwrap_or_default(),
+    };
     let Some(schema) = schema else {
+        if policy.unplanned_events == UnplannedEvents::Accept {
+            return Ok(Validated {
+                properties: Value::Object(properties).to_string(),
+                profile_updates: Vec::new(),
+            });
+        }
         return Err(vec![Reason::new(
             ReasonCode::UnknownEventType,
             "$.eventType",
@@ -44,12 +73,11 @@ pub fn validate_event(
             ),
         )]);
     };
-    let properties: Map<String, Value> = match event.properties {
-        None => Map::new(),
-        Some(raw) => serde_json::from_str(raw.get()).unwrap_or_default(),
-    };
     let mut reasons = Vec::new();
-    let mut kept = Map::new();
+    let mut kept = match policy.undeclared_properties {
+        UndeclaredProperties::Trim => Map::new(),
+        UndeclaredProperties::Keep => properties.clone(),
+    };
     let mut profile_updates = Vec::new();
     for spec in &schema.properties {
         match properties.get(&spec.name).filter(|v| !v.is_null()) {
@@ -296,6 +324,61 @@ mod tests {
                 r#"{"at":"2021-10-15T18:49:00Z","price":9.5,"qty":2,"sku":"A1","tags":[1]}"#
                     .to_string()
             )
+        );
+    }
+
+    fn run_under(
+        policy: EventPolicy,
+        schema: Option<&EventSchemaSpec>,
+        event: &str,
+    ) -> Result<String, Vec<ReasonCode>> {
+        let raw =
+            RawValue::from_string(event.to_string()).unwrap_or_else(|_| RawValue::NULL.to_owned());
+        let fields = check_event(&raw, "demo").unwrap_or_else(|r| panic!("envelope: {r:?}"));
+        validate_under(policy, schema, &fields)
+            .map(|v| v.properties)
+            .map_err(|reasons| reasons.into_iter().map(|r| r.code).collect())
+    }
+
+    #[test]
+    fn a_policy_may_accept_unplanned_types_and_keep_undeclared_properties() {
+        let accept = EventPolicy {
+            unplanned_events: UnplannedEvents::Accept,
+            ..EventPolicy::default()
+        };
+        let keep = EventPolicy {
+            undeclared_properties: UndeclaredProperties::Keep,
+            ..EventPolicy::default()
+        };
+        let sent = event(r#"{"sku":"A1","qty":2,"secret":"x"}"#, SOURCE);
+        assert_eq!(
+            run_under(EventPolicy::default(), None, &sent),
+            Err(vec![ReasonCode::UnknownEventType])
+        );
+        assert_eq!(
+            run_under(accept, None, &sent),
+            Ok(r#"{"qty":2,"secret":"x","sku":"A1"}"#.to_string()),
+            "untyped: every property as sent"
+        );
+        let s = schema(PURCHASE);
+        assert_eq!(
+            run_under(accept, Some(&s), &sent),
+            Ok(r#"{"qty":2,"sku":"A1"}"#.to_string()),
+            "a planned type still trims"
+        );
+        assert_eq!(
+            run_under(keep, Some(&s), &sent),
+            Ok(r#"{"qty":2,"secret":"x","sku":"A1"}"#.to_string())
+        );
+        let wrong = event(r#"{"sku":"A1","qty":"two","secret":"x"}"#, SOURCE);
+        assert_eq!(
+            run_under(keep, Some(&s), &wrong),
+            Err(vec![ReasonCode::WrongType]),
+            "declared properties are checked under keep too"
+        );
+        assert_eq!(
+            run_under(keep, None, &sent),
+            Err(vec![ReasonCode::UnknownEventType])
         );
     }
 

@@ -40,6 +40,8 @@ EVENTS_COLUMNS = {
     "user_agent": "String",
     "origin": "String",
     "referer": "String",
+    "context": "String",
+    "policy": "String",
 }
 REJECTED_COLUMNS = {
     "event_id": "String",
@@ -57,10 +59,12 @@ REJECTED_COLUMNS = {
     "user_agent": "String",
     "origin": "String",
     "referer": "String",
+    "policy": "String",
 }
 EVENT_LOG_COLUMNS = {
     "event_id", "scope", "event_type", "session_id", "status", "received_at", "reasons",
     "event_time_ms", "corrected_time_ms", "client_ip", "user_agent", "origin", "referer",
+    "context", "policy",
 }
 
 # event_log as databases migrated before 0003_request_context.sql have it.
@@ -187,7 +191,8 @@ def test_migrations_apply_twice_on_the_clickhouse_18_server(services):
 def test_a_database_of_the_previous_layout_is_brought_up_to_date(services):
     """A database migrated before the request-context columns (0001, 0002 and the event_log
     of then, with rows): `migrate` adds the columns, replaces the view, and the old rows read
-    with their timeStamp as corrected time and an empty context."""
+    with their timeStamp as corrected time, an empty request context, no `context` and no
+    recorded policy (they were all ingested under reject/trim)."""
     database = f"powehi_test_mig_{uuid.uuid4().hex[:8]}"
     previous = [p for p in sorted(MIGRATIONS.glob("*.sql")) if p.name < "0003"]
     try:
@@ -204,14 +209,14 @@ def test_a_database_of_the_previous_layout_is_brought_up_to_date(services):
         worker_command(database, "migrate")
         check_schema([r for q in schema_queries(database) for r in ch_query(q)])
         rows = ch_query(
-            f"SELECT event_id, status, event_time_ms, corrected_time_ms, client_ip, origin "
+            f"SELECT event_id, status, event_time_ms, corrected_time_ms, client_ip, origin, context, policy "
             f"FROM {database}.event_log ORDER BY event_id"
         )
         assert rows == [
             {"event_id": "e1", "status": "accepted", "event_time_ms": 1634298540123,
-             "corrected_time_ms": 1634298540123, "client_ip": "", "origin": ""},
+             "corrected_time_ms": 1634298540123, "client_ip": "", "origin": "", "context": "", "policy": ""},
             {"event_id": "e2", "status": "rejected", "event_time_ms": 0,
-             "corrected_time_ms": 0, "client_ip": "", "origin": ""},
+             "corrected_time_ms": 0, "client_ip": "", "origin": "", "context": "", "policy": ""},
         ], rows
     finally:
         ch_exec(f"DROP DATABASE IF EXISTS {database}")

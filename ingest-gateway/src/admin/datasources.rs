@@ -6,6 +6,7 @@
 use actix_web::{web, HttpResponse};
 use proto::config::{
     any_origin, check_origin, data_source_key, ConfigRecord, DataSourceRecord, TokenRecord,
+    UndeclaredProperties, UnplannedEvents,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -27,6 +28,20 @@ struct CreateDataSource {
     max_events_per_second: Option<u32>,
     #[serde(default)]
     allowed_origins: Option<Vec<String>>,
+    #[serde(default)]
+    unplanned_events: UnplannedEvents,
+    #[serde(default)]
+    undeclared_properties: UndeclaredProperties,
+}
+
+/// `PUT …/policy`: a field left out keeps its value.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PolicyChange {
+    #[serde(default)]
+    unplanned_events: Option<UnplannedEvents>,
+    #[serde(default)]
+    undeclared_properties: Option<UndeclaredProperties>,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +72,8 @@ pub struct DataSourceView {
     max_events_per_second: Option<u32>,
     tokens: Vec<TokenView>,
     allowed_origins: Vec<String>,
+    unplanned_events: UnplannedEvents,
+    undeclared_properties: UndeclaredProperties,
     /// An identity secret is set: `/context` can prove identified profiles.
     identity_verification: bool,
 }
@@ -75,6 +92,8 @@ impl From<&DataSourceRecord> for DataSourceView {
             max_events_per_second: record.max_events_per_second,
             identity_verification: record.identity_secret.is_some(),
             allowed_origins: record.allowed_origins.clone(),
+            unplanned_events: record.unplanned_events,
+            undeclared_properties: record.undeclared_properties,
             tokens: record
                 .tokens
                 .iter()
@@ -146,6 +165,8 @@ pub async fn create(
             Some(origins) => checked_origins(origins)?,
             None => any_origin(),
         },
+        unplanned_events: request.unplanned_events,
+        undeclared_properties: request.undeclared_properties,
     };
     // Only if absent: of two creates of one id, one gets 409.
     let record = change(&state, &record.id.clone(), |current| match current {
@@ -260,6 +281,37 @@ pub async fn set_allowed_origins(
         }
         record.allowed_origins = origins.clone();
         Ok(Some(record))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(DataSourceView::from(&record)))
+}
+
+/// Sets what happens to the source's unplanned event types and undeclared
+/// properties from the next request on (records carry the policy they were
+/// accepted under, so events already sent keep theirs).
+pub async fn set_policy(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, AdminError> {
+    let request: PolicyChange = parse_json(&body)?;
+    if request.unplanned_events.is_none() && request.undeclared_properties.is_none() {
+        return Err(AdminError::InvalidRequest(
+            "give unplannedEvents (\"reject\" or \"accept\") and/or undeclaredProperties \
+             (\"trim\" or \"keep\")"
+                .into(),
+        ));
+    }
+    let record = change(&state, &id, |current| {
+        let mut record = found(current, &id)?;
+        let before = record.policy();
+        if let Some(unplanned) = request.unplanned_events {
+            record.unplanned_events = unplanned;
+        }
+        if let Some(undeclared) = request.undeclared_properties {
+            record.undeclared_properties = undeclared;
+        }
+        Ok((record.policy() != before).then_some(record))
     })
     .await?;
     Ok(HttpResponse::Ok().json(DataSourceView::from(&record)))

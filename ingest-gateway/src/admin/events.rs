@@ -12,6 +12,8 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use proto::config::{EventPolicy, UndeclaredProperties, UnplannedEvents};
+
 use super::datasources::existing;
 use super::error::AdminError;
 use crate::AppState;
@@ -65,6 +67,8 @@ struct LogRow {
     user_agent: String,
     origin: String,
     referer: String,
+    context: String,
+    policy: String,
 }
 
 #[derive(Serialize)]
@@ -94,6 +98,12 @@ struct LogEntry {
     origin: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     referer: Option<String>,
+    /// The event's `context` object as its library sent it (accepted events;
+    /// a rejected event's is in its `raw`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<Box<RawValue>>,
+    /// The data source's policy the event was ingested under.
+    policy: EventPolicy,
 }
 
 #[derive(Serialize)]
@@ -241,8 +251,8 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
     let mut branches = Vec::new();
     let mut binds = Vec::new();
     let tables = [
-        (filters.accepted, "events", "'accepted'", "corrected_time_ms", "properties", "'[]'", "''", "source_id, source_type, target_id, target_type, schema_version"),
-        (filters.rejected, "rejected_events", "'rejected'", "event_time_ms AS corrected_time_ms", "'{}'", "reasons", "raw", "'' AS source_id, '' AS source_type, '' AS target_id, '' AS target_type, toUInt32(0) AS schema_version"),
+        (filters.accepted, "events", "'accepted'", "corrected_time_ms", "properties", "'[]'", "''", "source_id, source_type, target_id, target_type, schema_version, context"),
+        (filters.rejected, "rejected_events", "'rejected'", "event_time_ms AS corrected_time_ms", "'{}'", "reasons", "raw", "'' AS source_id, '' AS source_type, '' AS target_id, '' AS target_type, toUInt32(0) AS schema_version, '' AS context"),
     ];
     for (wanted, table, status, corrected, properties, reasons, raw, rest) in tables {
         if !wanted {
@@ -296,7 +306,7 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
             "SELECT event_id, {status} AS status, event_type, session_id, profile_id, \
              event_time_ms, {corrected}, received_at_ms, {properties} AS properties, \
              {reasons} AS reasons, {raw} AS raw, {rest}, kafka_partition, kafka_offset, \
-             {CONTEXT_COLUMNS} FROM {table} WHERE {}",
+             {CONTEXT_COLUMNS}, policy FROM {table} WHERE {}",
             conditions.join(" AND ")
         ));
     }
@@ -306,7 +316,7 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
     let sql = format!(
         "SELECT event_id, status, event_type, session_id, profile_id, event_time_ms, corrected_time_ms, \
          received_at_ms, properties, reasons, raw, source_id, source_type, target_id, target_type, \
-         schema_version, kafka_partition, kafka_offset, {CONTEXT_COLUMNS} FROM ({}) \
+         schema_version, kafka_partition, kafka_offset, {CONTEXT_COLUMNS}, context, policy FROM ({}) \
          ORDER BY received_at_ms DESC, event_id DESC, kafka_partition DESC, kafka_offset DESC LIMIT {}",
         branches.join(" UNION ALL "),
         fetch_limit(filters.limit)
@@ -386,6 +396,25 @@ fn known(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
+/// The policy a row records (`<unplannedEvents>/<undeclaredProperties>`,
+/// 0006_event_policy.sql); '' in rows from before policies, ingested under
+/// the default.
+fn policy_of(label: &str) -> EventPolicy {
+    let (unplanned, undeclared) = label.split_once('/').unwrap_or_default();
+    EventPolicy {
+        unplanned_events: if unplanned == UnplannedEvents::Accept.as_str() {
+            UnplannedEvents::Accept
+        } else {
+            UnplannedEvents::Reject
+        },
+        undeclared_properties: if undeclared == UndeclaredProperties::Keep.as_str() {
+            UndeclaredProperties::Keep
+        } else {
+            UndeclaredProperties::Trim
+        },
+    }
+}
+
 fn entry(row: LogRow) -> LogEntry {
     let accepted = row.status == "accepted";
     let time = |ms: u64| {
@@ -424,6 +453,8 @@ fn entry(row: LogRow) -> LogEntry {
         user_agent: known(row.user_agent),
         origin: known(row.origin),
         referer: known(row.referer),
+        context: known(row.context).and_then(|text| RawValue::from_string(text).ok()),
+        policy: policy_of(&row.policy),
         event_id: row.event_id,
         status: row.status,
         event_type: row.event_type,
@@ -474,6 +505,8 @@ mod tests {
             user_agent: String::new(),
             origin: String::new(),
             referer: String::new(),
+            context: String::new(),
+            policy: String::new(),
         }
     }
 

@@ -55,6 +55,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 web::put().to(datasources::set_allowed_origins),
             )
             .route(
+                "/datasources/{id}/policy",
+                web::put().to(datasources::set_policy),
+            )
+            .route(
                 "/datasources/{id}/identity-secret",
                 web::post().to(datasources::rotate_identity_secret),
             )
