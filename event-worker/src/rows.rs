@@ -247,7 +247,7 @@ fn event_row(
         context: fields
             .context
             .map_or_else(String::new, |raw| raw.get().to_string()),
-        policy: envelope.policy.label(),
+        policy: envelope.policy.label().to_string(),
     }
 }
 
@@ -284,7 +284,7 @@ fn rejected_row(
         user_agent: envelope.context.user_agent.to_string(),
         origin: envelope.context.origin.to_string(),
         referer: envelope.context.referer.to_string(),
-        policy: envelope.policy.label(),
+        policy: envelope.policy.label().to_string(),
     }
 }
 

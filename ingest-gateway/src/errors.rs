@@ -45,7 +45,9 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     /// Segment's API: a batch over its documented size, answered as Segment
     /// does (400, which its libraries do not retry).
-    #[error("the batch is larger than {limit} bytes, Segment's limit per request: send smaller batches")]
+    #[error(
+        "the batch is larger than {limit} bytes, Segment's limit per request: send smaller batches"
+    )]
     BatchTooLarge { limit: usize },
     #[error("the request body is not valid JSON: {0}")]
     MalformedJson(String),

@@ -189,13 +189,15 @@ impl EventPolicy {
         *self == Self::default()
     }
 
-    /// How the event log shows it: `reject/trim`, `accept/keep`, …
-    pub fn label(&self) -> String {
-        format!(
-            "{}/{}",
-            self.unplanned_events.as_str(),
-            self.undeclared_properties.as_str()
-        )
+    /// How rows record it (`events.policy`): `reject/trim`, `accept/keep`, …
+    pub fn label(&self) -> &'static str {
+        use {UndeclaredProperties::*, UnplannedEvents::*};
+        match (self.unplanned_events, self.undeclared_properties) {
+            (Reject, Trim) => "reject/trim",
+            (Reject, Keep) => "reject/keep",
+            (Accept, Trim) => "accept/trim",
+            (Accept, Keep) => "accept/keep",
+        }
     }
 }
 
@@ -699,12 +701,18 @@ mod snapshot_tests {
             panic!("a data source")
         };
         let text = serde_json::to_string(&source).unwrap_or_default();
-        assert!(!text.contains("unplanned") && !text.contains("undeclared"), "{text}");
+        assert!(
+            !text.contains("unplanned") && !text.contains("undeclared"),
+            "{text}"
+        );
         source.undeclared_properties = UndeclaredProperties::Keep;
         let text = serde_json::to_string(&source).unwrap_or_default();
         assert!(text.contains(r#""undeclaredProperties":"keep""#), "{text}");
         let read: Result<DataSourceRecord, _> = serde_json::from_str(&text);
-        assert_eq!(read.map(|r| r.policy().label()).ok().as_deref(), Some("reject/keep"));
+        assert_eq!(
+            read.map(|r| r.policy().label()).ok().as_deref(),
+            Some("reject/keep")
+        );
         let wrong = text.replace("keep", "sometimes");
         assert!(serde_json::from_str::<DataSourceRecord>(&wrong).is_err());
     }

@@ -166,7 +166,8 @@ mod tests {
         assert!(!String::from_utf8_lossy(&envelope.to_bytes()).contains("pol"));
         envelope.policy.unplanned_events = crate::config::UnplannedEvents::Accept;
         let bytes = envelope.to_bytes();
-        assert!(String::from_utf8_lossy(&bytes).contains(r#""pol":{"unplannedEvents":"accept","undeclaredProperties":"trim"}"#));
+        assert!(String::from_utf8_lossy(&bytes)
+            .contains(r#""pol":{"unplannedEvents":"accept","undeclaredProperties":"trim"}"#));
         let Ok(decoded) = Envelope::from_bytes(&bytes) else {
             panic!("decodes")
         };

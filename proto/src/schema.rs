@@ -17,8 +17,7 @@ use std::collections::HashSet;
 use serde_json::{Map, Value};
 
 use crate::config::{
-    EventPolicy, EventSchemaSpec, PropertySpec, PropertyType, UndeclaredProperties,
-    UnplannedEvents,
+    EventPolicy, EventSchemaSpec, PropertySpec, PropertyType, UndeclaredProperties, UnplannedEvents,
 };
 use crate::event::EventFields;
 use crate::reason::{Reason, ReasonCode};

@@ -148,35 +148,34 @@ def subjects(names) -> dict:
     return {"anon": f"anon-{names.hex}", "user": f"user-{names.hex}", "old": f"old-{names.hex}"}
 
 
-def test_the_segment_library_sends_every_call_once(names, start_gateway, start_worker, store):
-    gateway = start_gateway(bootstrap=bootstrap(names))
-    start_worker()
-    sent = Sent()
-    analytics = client(gateway, names.write_key, sent)
-    ids_of = subjects(names)
+def send_every_call(analytics, sent: Sent, ids_of: dict) -> None:
+    """Runs `every_call` through a Python library's client and waits until it has flushed."""
     for method, kwargs in every_call(ids_of):
         sent.keep(getattr(analytics, method)(**kwargs))
     analytics.flush()
     analytics.join()
     assert not sent.errors, sent.errors
+
+
+def test_the_segment_library_sends_every_call_once(names, start_gateway, start_worker, store):
+    gateway = start_gateway(bootstrap=bootstrap(names))
+    start_worker()
+    sent, ids_of = Sent(), subjects(names)
+    send_every_call(client(gateway, names.write_key, sent), sent, ids_of)
     check_every_call_stored_once(gateway, store, names, set(sent.ids), ids_of,
                                  library="analytics-python", user_agent="analytics-python/")
 
 
 def test_the_rudderstack_library_sends_every_call_once(names, start_gateway, start_worker, store):
-    """RudderStack's Python library gzips its batches and sends `userId: null` for anonymous
-    calls; it is configured with nothing but the write key and the host."""
+    """RudderStack's Python library gzips its batches, sends `userId: null` for anonymous
+    calls and identify's traits in `context.traits`; it is configured with nothing but the
+    write key and the host."""
     gateway = start_gateway(bootstrap=bootstrap(names))
     start_worker()
-    sent = Sent()
+    sent, ids_of = Sent(), subjects(names)
     analytics = RudderClient(names.write_key, host=f"http://{gateway.addr}", on_error=sent.on_error,
                              upload_interval=0.2)
-    ids_of = subjects(names)
-    for method, kwargs in every_call(ids_of):
-        sent.keep(getattr(analytics, method)(**kwargs))
-    analytics.flush()
-    analytics.join()
-    assert not sent.errors, sent.errors
+    send_every_call(analytics, sent, ids_of)
     assert gateway.metric("powehi_gateway_body_bytes_total", encoding="gzip", stage="received"), \
         "the batches came gzip-compressed"
     check_every_call_stored_once(gateway, store, names, set(sent.ids), ids_of,
