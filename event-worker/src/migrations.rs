@@ -30,6 +30,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_request_context.sql",
         include_str!("../../deploy/clickhouse/migrations/0003_request_context.sql"),
     ),
+    (
+        "0005_erasures.sql",
+        include_str!("../../deploy/clickhouse/migrations/0005_erasures.sql"),
+    ),
 ];
 
 /// Each view, and the newest column its current definition shows: a view

@@ -121,6 +121,20 @@ pub enum Decoded {
     Poison(RejectedRow),
 }
 
+/// Whether a decoded record belongs to a suppressed profile (by its
+/// `profileId`, or its session's anonymous profile; a rejection's profile id
+/// is the `profileId` as sent, empty without one): such records are dropped,
+/// never stored. Undecodable records name nobody.
+pub fn is_suppressed(decoded: &Decoded, config: &ConfigSnapshot) -> bool {
+    let (scope, session_id, profile_id) = match decoded {
+        Decoded::Accepted(row) => (&row.scope, &row.session_id, &row.profile_id),
+        Decoded::Rejected(row) => (&row.scope, &row.session_id, &row.profile_id),
+        Decoded::Poison(_) => return false,
+    };
+    let profile_id = Some(profile_id.as_str()).filter(|id| !id.is_empty());
+    config.is_suppressed(scope, session_id, profile_id)
+}
+
 /// Where a record sits in Kafka.
 #[derive(Debug, Clone, Copy)]
 pub struct Position {
