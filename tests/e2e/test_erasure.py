@@ -293,11 +293,52 @@ def test_delete_alone_removes_the_rows_and_later_events_come_back(names, start_g
     assert int(ch_scalar(f"SELECT count() FROM {db}.events FINAL")) == 1, "the other session's event stays"
     assert_error(admin.get(f"/v1/profiles/{r}"), 404, "not_found")
 
+    replay_mutations_on_current_clickhouse(db)
+
     # Not suppressed: later events are stored again.
     send(gateway, [view(scope, f"back-{h}", r)])
     wait_until(lambda: admin.get(f"/v1/profiles/{r}").status_code == 200, 60, what="the profile back")
     assert admin.get(f"/v1/profiles/{r}").json()["eventCount"] == 1
     assert metric(gateway, "powehi_gateway_events_suppressed_total") == 0
+
+
+def replay_mutations_on_current_clickhouse(database: str) -> None:
+    """The mutations the job ran on 18.16, as system.mutations records them, run again on current
+    ClickHouse (chdb) against the same migrations, with the gateway's other erasure queries."""
+    from chdb import session as chdb_session  # tests/requirements.txt
+
+    from test_migrations import migration_statements
+
+    commands = ch_query(
+        f"SELECT table, command FROM system.mutations WHERE database = {sql_str(database)} ORDER BY create_time"
+    )
+    assert {c["table"] for c in commands} == {
+        "stored_positions", "events", "rejected_events", "profile_stats", "profile_properties", "sessions",
+        "profile_aliases", "profile_members",
+    }, commands
+    chdb_db = f"powehi_chdb_{uuid.uuid4().hex[:8]}"
+    sess = chdb_session.Session()
+    try:
+        sess.query(f"CREATE DATABASE {chdb_db}")
+        for stmt in migration_statements(chdb_db):
+            sess.query(stmt)
+        sess.query(f"USE {chdb_db}")
+        for c in commands:
+            command = c["command"].replace(f"{database}.", f"{chdb_db}.")
+            sess.query(f"ALTER TABLE {chdb_db}.{c['table']} {command}")
+        selects = [
+            f"SELECT count() FROM system.mutations WHERE database = '{chdb_db}' AND table = 'events' "
+            "AND is_done = 0 AND position(command, 'job') > 0",
+            "SELECT alias_id FROM profile_aliases WHERE alias_id IN (SELECT alias_id FROM profile_members "
+            "WHERE profile_id = 'p') GROUP BY alias_id HAVING argMaxMerge(target) = 'p' ORDER BY alias_id",
+            "SELECT job_id, profile_id, mode, requested_at_ms, requested_by, state, updated_at_ms, finished_at_ms, "
+            "merged_ids, outcome, error FROM erasures FINAL WHERE profile_id = 'p' AND mode = 'delete' "
+            "AND state NOT IN ('done', 'failed') ORDER BY requested_at_ms DESC, job_id DESC LIMIT 1",
+        ]
+        for sql in selects:
+            sess.query(sql)
+    finally:
+        sess.close()
 
 
 # --------------------------------------------------------------------------- 3. suppress alone
