@@ -361,6 +361,44 @@ mod tests {
     }
 
     #[test]
+    fn records_of_a_suppressed_profile_or_of_its_merged_sessions_are_suppressed() {
+        let mut suppressions = ConfigSnapshot::default();
+        let record = br#"{"kind":"suppression","profileId":"alice","mergedIds":["anon:demo:s"]}"#;
+        let applied = suppressions.apply(&proto::config::suppression_key("alice"), Some(record));
+        assert_eq!(applied, Ok(()));
+        let event = |session: &str, profile: &str, event_type: &str| {
+            let profile = if profile.is_empty() {
+                String::new()
+            } else {
+                format!(r#","profileId":"{profile}""#)
+            };
+            let text = format!(
+                r#"{{"eventType":"{event_type}","sessionId":"{session}","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"{profile}}}"#
+            );
+            decode(&envelope(&text, ""), POSITION)
+        };
+        let suppressed = |decoded: Decoded| is_suppressed(&decoded, &suppressions);
+        assert!(
+            suppressed(event("s", "", "view")),
+            "a merged session, anonymous"
+        );
+        assert!(
+            suppressed(event("t", "alice", "view")),
+            "naming the profile"
+        );
+        assert!(
+            suppressed(event("t", "alice", "nope")),
+            "rejected, naming it"
+        );
+        assert!(
+            suppressed(event("s", "", "nope")),
+            "rejected, in a merged session"
+        );
+        assert!(!suppressed(event("t", "", "view")));
+        assert!(!suppressed(event("t", "bob", "nope")));
+    }
+
+    #[test]
     fn the_verdict_is_the_schema_as_of_the_stamp_whenever_it_is_decoded() {
         // v1 (nothing required) at offset 0, v2 (`a` required) at offset 1.
         let v1 =

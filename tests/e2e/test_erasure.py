@@ -10,6 +10,7 @@
 - `suppress` alone: the rows stay, later events are dropped, the profile reads 404.
 - Bad input and repeats: unknown mode, unknown profile, unknown job, no token, a repeat
   while a job runs answers that job.
+- A job whose gateway was killed (kill -9) is resumed and finished by another gateway.
 
 Events carry no itemId (the gateway assigns ids).
 """
@@ -395,3 +396,34 @@ def test_bad_erasure_requests_get_specific_errors(names, start_gateway, start_wo
     assert_error(admin.get("/v1/erasures", params={"nope": "1"}), 400, "invalid_query")
     listed = admin.get("/v1/erasures").json()["erasures"]
     assert [j["jobId"] for j in listed] == [job["jobId"]], listed
+
+
+# --------------------------------------------------------------------------- 5. a gateway killed mid-job
+
+
+def test_a_job_whose_gateway_was_killed_is_resumed_by_another(names, start_gateway, start_worker):
+    """kill -9 of the gateway while its job waits for a frozen worker: a gateway started after
+    it resumes the job once its row is a minute old, and finishes it."""
+    gateway = start_gateway(**gateway_env(names))
+    worker = start_worker()
+    admin = Admin(gateway)
+    scope, h, db = names.client_id, names.hex, names.database
+    v, s = f"user-v-{h}", f"sv-{h}"
+    send(gateway, [view(scope, s), view(scope, s, v)])
+    wait_stored(names, db, f"SELECT count() FROM {db}.events FINAL", 2)
+
+    freezer = Freezer()
+    try:
+        freezer.stop(worker.popen.pid)
+        send(gateway, [view(scope, s)])
+        job = erase(admin, v, "suppress_and_delete")
+        wait_job(admin, job["jobId"], "draining", timeout=30)
+        gateway.kill9()
+    finally:
+        freezer.thaw_all()
+    successor = start_gateway(**gateway_env(names))
+    admin = Admin(successor)
+    assert job_state(admin, job["jobId"])["state"] == "draining", "the job outlives its gateway"
+    done = wait_job(admin, job["jobId"], timeout=150)
+    assert done["outcome"]["rowsFound"]["events"] >= 2, done
+    assert all(n == 0 for n in rows_mentioning(db, [v, s]).values()), rows_mentioning(db, [v, s])

@@ -86,8 +86,9 @@ pub struct Deletion<'a> {
 }
 
 impl Deletion<'_> {
-    /// Rows about `ids` in each table that holds some.
-    pub async fn count(&self, ids: &[String]) -> Result<Vec<(String, u64)>, String> {
+    /// Rows about `ids` in each table erasure deletes from (each count may
+    /// read a whole table: bounded by the job's timeout, not a query's).
+    pub async fn count(&self, ids: &[String], run: &Run<'_>) -> Result<Vec<(String, u64)>, String> {
         let mut counts = Vec::new();
         for (table, phase) in TABLES {
             if phase.is_none() {
@@ -103,8 +104,9 @@ impl Deletion<'_> {
                     query = query.bind(id.as_str());
                 }
             }
-            let n: u64 = bounded(query.fetch_one()).await?;
+            let n: u64 = within(self.timeout, query.fetch_one()).await?;
             counts.push((table.to_string(), n));
+            run.beat().await;
         }
         Ok(counts)
     }
@@ -181,11 +183,16 @@ impl Deletion<'_> {
 async fn bounded<T>(
     call: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
 ) -> Result<T, String> {
-    match tokio::time::timeout(QUERY_TIMEOUT, call).await {
+    within(QUERY_TIMEOUT, call).await
+}
+
+async fn within<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(timeout, call).await {
         Ok(result) => result.map_err(|e| e.to_string()),
-        Err(_) => Err(format!(
-            "no answer from ClickHouse within {QUERY_TIMEOUT:?}"
-        )),
+        Err(_) => Err(format!("no answer from ClickHouse within {timeout:?}")),
     }
 }
 

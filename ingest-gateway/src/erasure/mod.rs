@@ -366,7 +366,7 @@ impl Erasures {
             let all: Vec<String> = std::iter::once(profile_id.clone())
                 .chain(ids.iter().cloned())
                 .collect();
-            let counts = deletion.count(&all).await?;
+            let counts = deletion.count(&all, run).await?;
             let left: u64 = counts.iter().map(|(_, n)| n).sum();
             found.get_or_insert_with(|| counts.into_iter().collect());
             if left == 0 {
