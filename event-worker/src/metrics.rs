@@ -51,6 +51,9 @@ pub struct Metrics {
     pub takeover_duration: Histogram,
     /// Months dropped by retention, by table (see [`crate::retention`]).
     pub retention_dropped: IntCounterVec,
+    /// Records of a suppressed profile dropped instead of stored (an
+    /// erasure's `suppress` mode, see [`crate::rows::is_suppressed`]).
+    pub events_suppressed: IntCounter,
 }
 
 impl Metrics {
@@ -181,6 +184,10 @@ impl Metrics {
                 ),
                 &["table"],
             )?,
+            events_suppressed: IntCounter::new(
+                "powehi_worker_events_suppressed_total",
+                "Records of a suppressed profile dropped instead of stored",
+            )?,
             registry: Registry::new(),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -207,6 +214,7 @@ impl Metrics {
             Box::new(metrics.blocked.clone()),
             Box::new(metrics.takeover_duration.clone()),
             Box::new(metrics.retention_dropped.clone()),
+            Box::new(metrics.events_suppressed.clone()),
         ];
         for collector in collectors {
             metrics.registry.register(collector)?;

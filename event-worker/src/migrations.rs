@@ -31,6 +31,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../deploy/clickhouse/migrations/0003_request_context.sql"),
     ),
     (
+        "0005_erasures.sql",
+        include_str!("../../deploy/clickhouse/migrations/0005_erasures.sql"),
+    ),
+    (
         "0006_event_policy.sql",
         include_str!("../../deploy/clickhouse/migrations/0006_event_policy.sql"),
     ),

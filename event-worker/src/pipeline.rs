@@ -54,7 +54,7 @@ use crate::metrics::Metrics;
 use crate::partitions::{Partitions, Takeover};
 use crate::profiles::ProfileCounter;
 use crate::replay::Stored;
-use crate::rows::{config_position, decode, Decoded, Position};
+use crate::rows::{config_position, decode, is_suppressed, Decoded, Position};
 use crate::store::{Store, StoreError};
 use crate::writer::{self, InsertGate, Written};
 
@@ -275,7 +275,17 @@ impl Pipeline {
         }
         let payload = message.payload().unwrap_or_default();
         self.wait_for_config(config_position(payload)).await?;
-        let decoded = decode(payload, position, record_ms, &self.config.snapshot());
+        let config = self.config.snapshot();
+        let decoded = decode(payload, position, record_ms, &config);
+        if is_suppressed(&decoded, &config) {
+            // Judged by the suppressions known now, not as of the record's
+            // stamp: records already in Kafka when the profile was suppressed
+            // are dropped too (the erasure module's guarantee). Nothing is
+            // stored, so a re-read drops it again.
+            self.metrics.events_suppressed.inc();
+            self.handled_without_row(position);
+            return Ok(());
+        }
         if already_stored == Some(Stored::Accepted) {
             // Not written again; its profile feed is, in case the writer that
             // stored it stopped before the feed (idempotent, see crate::profiles).

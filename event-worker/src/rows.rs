@@ -128,6 +128,20 @@ pub enum Decoded {
     Poison(RejectedRow),
 }
 
+/// Whether a decoded record belongs to a suppressed profile (by its
+/// `profileId`, or its session's anonymous profile; a rejection's profile id
+/// is the `profileId` as sent, empty without one): such records are dropped,
+/// never stored. Undecodable records name nobody.
+pub fn is_suppressed(decoded: &Decoded, config: &ConfigSnapshot) -> bool {
+    let (scope, session_id, profile_id) = match decoded {
+        Decoded::Accepted(row) => (&row.scope, &row.session_id, &row.profile_id),
+        Decoded::Rejected(row) => (&row.scope, &row.session_id, &row.profile_id),
+        Decoded::Poison(_) => return false,
+    };
+    let profile_id = Some(profile_id.as_str()).filter(|id| !id.is_empty());
+    config.is_suppressed(scope, session_id, profile_id)
+}
+
 /// Where a record sits in Kafka.
 #[derive(Debug, Clone, Copy)]
 pub struct Position {
@@ -357,6 +371,44 @@ mod tests {
 
     fn envelope(event: &str, refusals: &str) -> Vec<u8> {
         format!(r#"{{"v":1,"id":"e1","scope":"demo","receivedAt":1700000000123,{refusals}"event":{event}}}"#).into_bytes()
+    }
+
+    #[test]
+    fn records_of_a_suppressed_profile_or_of_its_merged_sessions_are_suppressed() {
+        let mut suppressions = ConfigSnapshot::default();
+        let record = br#"{"kind":"suppression","profileId":"alice","mergedIds":["anon:demo:s"]}"#;
+        let applied = suppressions.apply(&proto::config::suppression_key("alice"), Some(record));
+        assert_eq!(applied, Ok(()));
+        let event = |session: &str, profile: &str, event_type: &str| {
+            let profile = if profile.is_empty() {
+                String::new()
+            } else {
+                format!(r#","profileId":"{profile}""#)
+            };
+            let text = format!(
+                r#"{{"eventType":"{event_type}","sessionId":"{session}","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"{profile}}}"#
+            );
+            decode(&envelope(&text, ""), POSITION)
+        };
+        let suppressed = |decoded: Decoded| is_suppressed(&decoded, &suppressions);
+        assert!(
+            suppressed(event("s", "", "view")),
+            "a merged session, anonymous"
+        );
+        assert!(
+            suppressed(event("t", "alice", "view")),
+            "naming the profile"
+        );
+        assert!(
+            suppressed(event("t", "alice", "nope")),
+            "rejected, naming it"
+        );
+        assert!(
+            suppressed(event("s", "", "nope")),
+            "rejected, in a merged session"
+        );
+        assert!(!suppressed(event("t", "", "view")));
+        assert!(!suppressed(event("t", "bob", "nope")));
     }
 
     #[test]

@@ -161,6 +161,26 @@ pub struct Config {
     pub kafka_compression: String,
 
     /// HTTP worker threads (default: one per core).
+    /// The workers' consumer group: an erasure waits until its committed
+    /// offsets pass what the raw topic held when the erasure was asked.
+    #[arg(
+        long,
+        env = "POWEHI_CONSUMER_GROUP",
+        default_value = "powehi-event-worker"
+    )]
+    pub consumer_group: String,
+
+    /// How long an erasure waits, once its suppression is in the config log,
+    /// for every gateway and worker to apply it before it reads the raw
+    /// topic's end (see the `erasure` module).
+    #[arg(long, env = "POWEHI_ERASURE_GRACE_MS", default_value_t = 5_000)]
+    pub erasure_grace_ms: u64,
+
+    /// Bound on each wait of an erasure (workers passing the raw topic's end,
+    /// ClickHouse mutations); past it the job fails and may be asked again.
+    #[arg(long, env = "POWEHI_ERASURE_TIMEOUT_SECS", default_value_t = 3_600)]
+    pub erasure_timeout_secs: u64,
+
     #[arg(long, env = "POWEHI_HTTP_WORKERS")]
     pub http_workers: Option<usize>,
 

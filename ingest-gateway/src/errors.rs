@@ -83,6 +83,10 @@ pub enum ApiError {
 
     #[error("the events were acknowledged, but the profile cannot be read now ({0}); retry without events")]
     ProfileUnavailable(String),
+    /// `/context` of a suppressed profile or of a session merged into one
+    /// (see `crate::erasure`); the message does not say which.
+    #[error("no profile can be answered for this session")]
+    ProfileNotFound,
 }
 
 /// Seconds a producer should wait after a 503 before retrying.
@@ -116,6 +120,7 @@ impl ApiError {
             Self::Overloaded(_) => "overloaded",
 
             Self::ProfileUnavailable(_) => "profile_unavailable",
+            Self::ProfileNotFound => "profile_not_found",
         }
     }
 
@@ -150,6 +155,7 @@ impl ResponseError for ApiError {
             | Self::AllEventsRefused { .. }
             | Self::BadRequestStream(_) => StatusCode::BAD_REQUEST,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::ProfileNotFound => StatusCode::NOT_FOUND,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NotReady(_)
             | Self::KafkaUnavailable(_)

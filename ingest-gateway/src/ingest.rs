@@ -138,11 +138,19 @@ pub async fn context(
                 retry_after_secs: wait.as_secs_f64().ceil() as u64,
             })?;
         let client_id = source.id.clone();
+        // A suppressed profile reads 404, by its sessions too (crate::erasure).
+        let config = state.config_log.snapshot();
+        if config.is_suppressed(&client_id, &session_id, None) {
+            return Err(ApiError::ProfileNotFound);
+        }
         let profile = state
             .profiles
             .for_session(&client_id, &session_id)
             .await
             .map_err(|e| ApiError::ProfileUnavailable(e.to_string()))?;
+        if config.is_suppressed_id(&profile.profile_id) {
+            return Err(ApiError::ProfileNotFound);
+        }
         // Whoever holds a session id may read its anonymous profile; an
         // identified one only with proof of the identity (crate::identity).
         let proven = profile.anonymous
@@ -382,8 +390,12 @@ pub(crate) async fn accept(
         refusals,
         errors,
         first_session,
+        suppressed,
         ..
     } = built;
+    // Answered as accepted (a producer must not retry them, nor learn from
+    // the answer that the profile is suppressed), counted, never produced.
+    state.metrics.events_suppressed.inc_by(suppressed as u64);
     let unrecorded = record_refusals(&mut records, refusals, &source, state);
     // The records are held until Kafka has them, each with its event and the
     // request's context: they count against the in-flight bytes like the body.
@@ -528,6 +540,9 @@ struct Built {
     first_session: Option<String>,
     /// Some accepted event names a type `config` has no schema for.
     unknown_type: bool,
+    /// Accepted events of a suppressed profile (see [`crate::erasure`]):
+    /// answered as accepted, never produced.
+    suppressed: usize,
 }
 
 fn build_records(
@@ -542,6 +557,7 @@ fn build_records(
         errors: Vec::new(),
         first_session: None,
         unknown_type: false,
+        suppressed: 0,
     };
     for (index, event) in events.iter().enumerate() {
         match envelope_for(event, stamp, config, max_event_bytes) {
@@ -549,8 +565,13 @@ fn build_records(
                 record,
                 session_id,
                 type_known,
+                suppressed,
             }) => {
                 built.first_session.get_or_insert(session_id);
+                if suppressed {
+                    built.suppressed += 1;
+                    continue;
+                }
                 built.unknown_type |= !type_known;
                 built.records.push(record);
             }
@@ -740,6 +761,8 @@ struct Checked {
     session_id: String,
     /// `config` has a schema for its type.
     type_known: bool,
+    /// It belongs to a suppressed profile: dropped, not produced.
+    suppressed: bool,
 }
 
 /// The Kafka record for one event: `Ok` if its envelope is sound, else the
@@ -784,6 +807,11 @@ fn envelope_for(
             Ok(Checked {
                 record,
                 type_known: config.knows_event_type(&fields.event_type),
+                suppressed: config.is_suppressed(
+                    client_id,
+                    &fields.session_id,
+                    fields.profile_id.as_deref(),
+                ),
                 session_id: fields.session_id.into_owned(),
             })
         }

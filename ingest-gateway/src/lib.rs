@@ -9,6 +9,8 @@
 //! - [`configlog`]: replays and follows `powehi.config`; writes with read-your-writes.
 //! - [`bootstrap`]: `POWEHI_BOOTSTRAP`, upserted into the config log at start.
 //! - [`admin`]: the admin API (data sources, schemas, event log) on its own listener.
+//! - [`erasure`]: erasure and suppression of a profile, as jobs (the guarantee
+//!   is argued there).
 //! - [`listener`]: how both listeners serve HTTP; [`segment`]: Segment's API;
 //!   [`tracker`]: `/powehi.js`.
 //! - [`errors`]: every failure and its HTTP answer ([`json_errors`] for actix's
@@ -31,6 +33,7 @@ pub mod config;
 pub mod configlog;
 pub mod cors;
 pub mod encoding;
+pub mod erasure;
 pub mod errors;
 pub mod identity;
 pub mod ingest;
@@ -77,6 +80,8 @@ pub struct AppState {
     pub event_log: clickhouse::Client,
     /// Profile reads, from the same database.
     pub profiles: ProfileStore,
+    /// Erasure jobs (see [`erasure`]).
+    pub erasures: Arc<erasure::Erasures>,
     pub admin_token_hash: KeyHash,
     /// `POWEHI_TRUSTED_PROXIES`, parsed (see [`request_context`]).
     pub trusted_proxies: Vec<request_context::IpNet>,
@@ -127,6 +132,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         .with_password(&config.clickhouse.password)
         .with_database(&config.clickhouse.database)
         .with_validation(false);
+    let erasures = Arc::new(erasure::Erasures::new(
+        event_log.clone(),
+        config_log.clone(),
+        metrics.clone(),
+        erasure::Settings {
+            database: config.clickhouse.database.clone(),
+            brokers: config.kafka.brokers.clone(),
+            raw_topic: config.kafka.raw_topic.clone(),
+            consumer_group: config.consumer_group.clone(),
+            grace: Duration::from_millis(config.erasure_grace_ms),
+            timeout: Duration::from_secs(config.erasure_timeout_secs),
+        },
+    ));
     let state = web::Data::new(AppState {
         registry: Registry::new(SourceLimits {
             rate_share: config.rate_limit_share,
@@ -140,6 +158,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         ),
         config_log: config_log.clone(),
         profiles: ProfileStore::new(event_log.clone()),
+        erasures: erasures.clone(),
         event_log,
         admin_token_hash: hash_key(config.effective_admin_token()),
         trusted_proxies: config.trusted_proxy_ranges(),
@@ -166,6 +185,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         },
     ));
     actix_web::rt::spawn(apply_bootstrap(state.clone().into_inner(), bootstrap));
+    actix_web::rt::spawn(erasures.resume_abandoned());
 
     let public = public_server(&config, state.clone())?;
     let admin = admin_server(&config, state.clone())?;

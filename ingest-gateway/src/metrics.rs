@@ -13,6 +13,11 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// Events by outcome: `accepted` (acknowledged by Kafka) or `refused` (envelope check).
     pub events: IntCounterVec,
+    /// Accepted events dropped because their profile is suppressed (an
+    /// erasure's `suppress` mode): answered as accepted, never produced.
+    pub events_suppressed: IntCounter,
+    /// Erasure jobs by final state (`done`, `failed`).
+    pub erasures: IntCounterVec,
     /// Kafka delivery failures (each made a request answer 503).
     pub kafka_delivery_errors: IntCounter,
     /// Time from handing a request's records to the producer until the last ack.
@@ -64,6 +69,17 @@ impl Metrics {
                     "Events by outcome (accepted, refused)",
                 ),
                 &["outcome"],
+            )?,
+            events_suppressed: IntCounter::new(
+                "powehi_gateway_events_suppressed_total",
+                "Accepted events of a suppressed profile, dropped before Kafka",
+            )?,
+            erasures: IntCounterVec::new(
+                Opts::new(
+                    "powehi_gateway_erasures_total",
+                    "Erasure jobs that ended, by state (done, failed)",
+                ),
+                &["state"],
             )?,
             kafka_delivery_errors: IntCounter::new(
                 "powehi_gateway_kafka_delivery_errors_total",
@@ -132,6 +148,12 @@ impl Metrics {
         metrics
             .registry
             .register(Box::new(metrics.events.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.events_suppressed.clone()))?;
+        metrics
+            .registry
+            .register(Box::new(metrics.erasures.clone()))?;
         metrics
             .registry
             .register(Box::new(metrics.kafka_delivery_errors.clone()))?;

@@ -103,6 +103,40 @@ impl ProfileStore {
         Ok(ids)
     }
 
+    /// What an erasure of `id` covers: the profile `id` resolves to, and
+    /// every anonymous session profile whose latest identification is that
+    /// profile (with events of its own or not); and whether any of them has
+    /// stored events.
+    pub async fn erasure_targets(
+        &self,
+        id: &str,
+    ) -> Result<(String, Vec<String>, bool), ProfileError> {
+        let surviving = self.resolve(id).await?;
+        let sql = "SELECT alias_id FROM profile_aliases WHERE alias_id IN                    (SELECT alias_id FROM profile_members WHERE profile_id = ?)                    GROUP BY alias_id HAVING argMaxMerge(target) = ? ORDER BY alias_id";
+        let merged: Vec<String> = self
+            .fetch(
+                self.client
+                    .query(sql)
+                    .bind(surviving.as_str())
+                    .bind(surviving.as_str()),
+            )
+            .await?;
+        let ids: Vec<&str> = std::iter::once(surviving.as_str())
+            .chain(merged.iter().map(String::as_str))
+            .collect();
+        let sql = format!(
+            "SELECT count() FROM profile_stats WHERE profile_id IN ({})",
+            placeholders(ids.len())
+        );
+        let mut query = self.client.query(&sql);
+        for id in &ids {
+            query = query.bind(*id);
+        }
+        let counts: Vec<u64> = self.fetch(query).await?;
+        let known = counts.first().is_some_and(|&n| n > 0) || !merged.is_empty();
+        Ok((surviving, merged, known))
+    }
+
     async fn resolve(&self, id: &str) -> Result<String, ProfileError> {
         let sql =
             "SELECT argMaxMerge(target) FROM profile_aliases WHERE alias_id = ? GROUP BY alias_id";

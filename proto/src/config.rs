@@ -128,6 +128,34 @@ mod tests {
 pub enum ConfigRecord {
     DataSource(DataSourceRecord),
     EventSchema(EventSchemaRecord),
+    Suppression(SuppressionRecord),
+}
+
+/// A profile whose events every gateway and worker drops from the moment it
+/// applies this record (an erasure's `suppress` mode; see the gateway's
+/// `erasure` module for the guarantee). Keyed [`suppression_key`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SuppressionRecord {
+    /// The profile as asked (after resolving a merged id).
+    pub profile_id: String,
+    /// The anonymous session profiles (`anon:<scope>:<sessionId>`) merged
+    /// into it: events of those sessions are dropped too, with or without a
+    /// `profileId`. At most [`MAX_SUPPRESSED_IDS`].
+    #[serde(default)]
+    pub merged_ids: Vec<String>,
+    /// The erasure job that wrote it last.
+    #[serde(default)]
+    pub job_id: String,
+}
+
+/// Most merged session ids one suppression record carries (a record must
+/// stay well under Kafka's 1 MB message limit, and an erasure's statements under
+/// ClickHouse's 256 KiB `max_query_size`).
+pub const MAX_SUPPRESSED_IDS: usize = 1_000;
+
+pub fn suppression_key(profile_id: &str) -> String {
+    format!("suppression/{profile_id}")
 }
 
 /// A data source as stored: write keys only as hashes.
@@ -333,6 +361,11 @@ pub struct ConfigSnapshot {
     /// Per event type and version, the log offset its record was applied at
     /// (see [`Self::schema_as_of`]).
     schema_offsets: std::collections::BTreeMap<String, std::collections::BTreeMap<u32, i64>>,
+    /// Suppressed profiles by profile id.
+    pub suppressions: std::collections::BTreeMap<String, SuppressionRecord>,
+    /// Every suppressed id (profiles and their merged session profiles), for
+    /// the per-event check; kept in step with [`Self::suppressions`].
+    suppressed_ids: std::collections::HashSet<String>,
     /// Per record key, the offset of the write that last set it.
     key_offsets: std::collections::BTreeMap<String, i64>,
     /// Whether each recent conditional write (by offset) won.
@@ -424,16 +457,53 @@ impl ConfigSnapshot {
                     .or_default()
                     .insert(record.version, record);
             }
+            ConfigRecord::Suppression(record) if suppression_key(&record.profile_id) == key => {
+                self.suppressions.insert(record.profile_id.clone(), record);
+                self.index_suppressions();
+            }
             _ => return Err(format!("config record {key:?} does not match its key")),
         }
         self.key_offsets.insert(key.to_string(), self.position);
         Ok(())
     }
 
+    fn index_suppressions(&mut self) {
+        self.suppressed_ids = self
+            .suppressions
+            .values()
+            .flat_map(|s| std::iter::once(&s.profile_id).chain(&s.merged_ids))
+            .cloned()
+            .collect();
+    }
+
+    /// Whether an event of data source `scope`, session `session_id`,
+    /// belonging to `profile_id` (its `profileId`, if any) is suppressed: it
+    /// names a suppressed profile, or its session's anonymous profile is one
+    /// merged into a suppressed profile.
+    pub fn is_suppressed(&self, scope: &str, session_id: &str, profile_id: Option<&str>) -> bool {
+        if self.suppressed_ids.is_empty() {
+            return false;
+        }
+        profile_id.is_some_and(|id| self.suppressed_ids.contains(id))
+            || self
+                .suppressed_ids
+                .contains(&crate::event::anonymous_profile_id(scope, session_id))
+    }
+
+    /// Whether `id` (a profile or a merged session profile) is suppressed.
+    pub fn is_suppressed_id(&self, id: &str) -> bool {
+        self.suppressed_ids.contains(id)
+    }
+
     fn delete(&mut self, key: &str) -> Result<(), String> {
         self.key_offsets.remove(key);
         if let Some(id) = key.strip_prefix("datasource/") {
             self.data_sources.remove(id);
+            return Ok(());
+        }
+        if let Some(id) = key.strip_prefix("suppression/") {
+            self.suppressions.remove(id);
+            self.index_suppressions();
             return Ok(());
         }
         let parsed = key
@@ -656,6 +726,45 @@ mod snapshot_tests {
             snapshot.data_sources.get("x").map(|s| s.enabled),
             Some(true)
         );
+    }
+
+    #[test]
+    fn a_suppression_covers_the_profile_and_its_merged_sessions_until_deleted() {
+        let record = ConfigRecord::Suppression(SuppressionRecord {
+            profile_id: "alice".into(),
+            merged_ids: vec!["anon:shop:s1".into()],
+            job_id: "j".into(),
+        });
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        let mut snapshot = ConfigSnapshot::default();
+        assert!(!snapshot.is_suppressed("shop", "s1", None));
+        assert_eq!(
+            snapshot.apply(&suppression_key("alice"), Some(&bytes)),
+            Ok(())
+        );
+        assert!(
+            snapshot.is_suppressed("shop", "s9", Some("alice")),
+            "names the profile"
+        );
+        assert!(
+            snapshot.is_suppressed("shop", "s1", None),
+            "a merged session, anonymous"
+        );
+        assert!(
+            snapshot.is_suppressed("shop", "s1", Some("bob")),
+            "a merged session, any profile"
+        );
+        assert!(
+            !snapshot.is_suppressed("web", "s1", None),
+            "another source's session s1"
+        );
+        assert!(!snapshot.is_suppressed("shop", "s2", Some("bob")));
+        assert!(snapshot.is_suppressed_id("anon:shop:s1"));
+        assert!(snapshot
+            .apply(&suppression_key("bob"), Some(&bytes))
+            .is_err());
+        assert_eq!(snapshot.apply(&suppression_key("alice"), None), Ok(()));
+        assert!(!snapshot.is_suppressed("shop", "s1", Some("alice")));
     }
 
     #[test]

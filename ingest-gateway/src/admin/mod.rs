@@ -5,6 +5,7 @@
 //! (see [`crate::configlog`]); reads answer from the applied snapshot.
 
 mod datasources;
+mod erasures;
 mod error;
 mod events;
 mod profiles;
@@ -64,6 +65,12 @@ pub fn configure(config: &mut web::ServiceConfig) {
             )
             .route("/datasources/{id}/events", web::get().to(events::list))
             .route("/profiles/{profile_id}", web::get().to(profiles::get))
+            .route(
+                "/profiles/{profile_id}/erasure",
+                web::post().to(erasures::request),
+            )
+            .route("/erasures", web::get().to(erasures::list))
+            .route("/erasures/{job_id}", web::get().to(erasures::get))
             .route("/schemas", web::get().to(schemas::list))
             .route("/schemas/{event_type}", web::put().to(schemas::put))
             .route("/schemas/{event_type}", web::get().to(schemas::get))

@@ -1,5 +1,6 @@
 //! `GET /v1/profiles/{profileId}`: a profile with what merged into it; asking
-//! by a merged (anonymous) id answers the surviving profile.
+//! by a merged (anonymous) id answers the surviving profile. A suppressed
+//! profile (or a session merged into one) reads 404, as if erased.
 
 use actix_web::{web, HttpResponse};
 
@@ -10,6 +11,16 @@ pub async fn get(
     state: web::Data<AppState>,
     profile_id: web::Path<String>,
 ) -> Result<HttpResponse, AdminError> {
+    let config = state.config_log.snapshot();
+    let suppressed = || {
+        AdminError::NotFound(format!(
+            "profile {:?} is suppressed (see GET /v1/erasures?profileId=)",
+            profile_id.as_str()
+        ))
+    };
+    if config.is_suppressed_id(&profile_id) {
+        return Err(suppressed());
+    }
     let profile = state
         .profiles
         .get(&profile_id)
@@ -21,5 +32,8 @@ pub async fn get(
                 profile_id.as_str()
             ))
         })?;
+    if config.is_suppressed_id(&profile.profile_id) {
+        return Err(suppressed());
+    }
     Ok(HttpResponse::Ok().json(profile))
 }
