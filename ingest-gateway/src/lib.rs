@@ -8,7 +8,8 @@
 //! - [`sink`]: the idempotent Kafka producer and the raw topic.
 //! - [`configlog`]: replays and follows `powehi.config`; writes with read-your-writes.
 //! - [`bootstrap`]: `POWEHI_BOOTSTRAP`, upserted into the config log at start.
-//! - [`admin`]: the admin API (data sources, schemas, event log) on its own listener.
+//! - [`admin`]: the admin API (data sources, schemas, event log) on its own listener;
+//!   [`console`]: the web console on that listener (assets, sign-in, CSRF).
 //! - [`listener`]: how both listeners serve HTTP; [`segment`]: Segment's API;
 //!   [`tracker`]: `/powehi.js`.
 //! - [`errors`]: every failure and its HTTP answer ([`json_errors`] for actix's
@@ -29,6 +30,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod configlog;
+pub mod console;
 pub mod cors;
 pub mod encoding;
 pub mod errors;
@@ -78,6 +80,8 @@ pub struct AppState {
     /// Profile reads, from the same database.
     pub profiles: ProfileStore,
     pub admin_token_hash: KeyHash,
+    /// Signed-in console browsers (see [`console::session`]).
+    pub console_sessions: console::Sessions,
     /// `POWEHI_TRUSTED_PROXIES`, parsed (see [`request_context`]).
     pub trusted_proxies: Vec<request_context::IpNet>,
     pub metrics: Arc<Metrics>,
@@ -142,6 +146,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         profiles: ProfileStore::new(event_log.clone()),
         event_log,
         admin_token_hash: hash_key(config.effective_admin_token()),
+        console_sessions: console::Sessions::default(),
         trusted_proxies: config.trusted_proxy_ranges(),
         metrics,
         kafka_ready: AtomicBool::new(false),
@@ -246,6 +251,7 @@ fn admin_server(config: &Config, state: web::Data<AppState>) -> anyhow::Result<S
             .wrap(from_fn(json_errors::json_errors))
             .app_data(state.clone())
             .route("/metrics", web::get().to(metrics_text))
+            .configure(console::configure)
             .configure(admin::configure)
             .default_service(web::to(admin::not_found))
     };
