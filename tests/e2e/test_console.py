@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
@@ -216,6 +217,25 @@ def test_console_walks_the_reference_workflow(names, admin_stack, browser, store
     wait_for(page, "location.hash.includes('sessionId=12345') && document.querySelectorAll('tr.event-row').length === 1",
              "only session 12345")
     assert [r["session"] for r in event_rows(page)] == ["12345"]
+    # A time range (UTC, kept in the URL): around now it holds the event; a past hour holds
+    # nothing, and the page says what to do.
+    now = datetime.now(timezone.utc)
+    local = lambda t: t.strftime("%Y-%m-%dT%H:%M:%S")  # noqa: E731 - datetime-local's format
+    page.fill("#f-from", local(now - timedelta(minutes=30)))
+    page.fill("#f-to", local(now + timedelta(minutes=30)))
+    page.click("[data-testid=apply-filters]")
+    wait_for(page, "location.hash.includes('from=') && location.hash.includes('to=') && "
+             "document.querySelectorAll('tr.event-row').length === 1", "the session's event within the range")
+    page.fill("#f-from", local(now - timedelta(days=1, hours=1)))
+    page.fill("#f-to", local(now - timedelta(days=1)))
+    page.click("[data-testid=apply-filters]")
+    wait_for(page, "document.querySelector('[data-testid=empty-state]')?.textContent.includes('No event matches')",
+             "an empty range explained")
+    page.fill("#f-from", "")
+    page.fill("#f-to", "")
+    page.click("[data-testid=apply-filters]")
+    wait_for(page, "!location.hash.includes('from=') && document.querySelectorAll('tr.event-row').length === 1",
+             "the range cleared")
     shared = page.eval("location.href")
     other = browser.open(shared)
     wait_for(other, "document.querySelectorAll('tr.event-row').length === 1", "the shared URL shows the filtered view")

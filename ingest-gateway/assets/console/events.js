@@ -5,6 +5,9 @@
 //
 // Every read goes through the bounded admin API: a page is at most 100 rows
 // by (scope, received time) order; the chart's range is at most 24 hours.
+// Without a time filter the log shows the last 24 hours (all=1 lifts it): the
+// API sorts a data source's rows in the range by arrival, so a bounded range
+// keeps the first page fast in a table of millions (bench/console_queries.py).
 
 import { api, seg, qs } from './api.js';
 import { h, svg, clear, badge, pageHeader, emptyState, errorBanner, loading, utc, json, link, localInputToIso, isoToLocalInput } from './ui.js';
@@ -34,6 +37,7 @@ export async function render(main, route) {
   }
   sessionStorage.setItem('powehi:lastSource', sourceId);
   const filters = Object.fromEntries(FILTERS.map(k => [k, route.query.get(k) || '']));
+  if (route.query.get('all') === '1') filters.all = '1';
   const live = route.query.get('live') === '1';
   return renderLog(main, sources, sourceId, filters, live);
 }
@@ -62,12 +66,18 @@ function filterForm(sources, sourceId, filters, live) {
     h('label', { class: 'span-2' }, 'To (UTC)', to),
     h('div', { class: 'filter-actions' },
       h('button', { class: 'btn btn-primary', type: 'submit', 'data-testid': 'apply-filters' }, 'Apply'),
-      h('a', { class: 'btn btn-ghost', href: hrefFor(sourceId, {}, live) }, 'Clear')));
+      h('a', { class: 'btn btn-ghost', href: hrefFor(sourceId, {}, live) }, 'Clear')),
+    h('p', { class: 'range-note muted', 'data-testid': 'range-note' }, filters.from || filters.to
+      ? 'Received in the time range above.'
+      : filters.all
+        ? ['All time. ', h('a', { href: hrefFor(sourceId, { ...filters, all: '' }, live) }, 'Only the last 24 hours')]
+        : ['The last 24 hours (set From to look further back). ', h('a', { href: hrefFor(sourceId, { ...filters, all: '1' }, live), 'data-testid': 'all-time' }, 'All time')]));
   form.addEventListener('submit', ev => {
     ev.preventDefault();
     location.hash = hrefFor(source.value, {
       eventType: eventType.value.trim(), status: status.value, sessionId: sessionId.value.trim(),
       profileId: profileId.value.trim(), from: localInputToIso(from.value), to: localInputToIso(to.value),
+      all: filters.all,
     }, live);
   });
   source.addEventListener('change', () => { location.hash = hrefFor(source.value, {}, live); });
@@ -99,7 +109,8 @@ function renderLog(main, sources, sourceId, filters, live) {
     more);
 
   const base = `/v1/datasources/${seg(sourceId)}/events`;
-  const query = { ...filters };
+  const { all, ...query } = filters;
+  if (!query.from && !query.to && !all) query.from = new Date(Date.now() - DAY_MS).toISOString();
 
   const addRows = (events, { atTop = false } = {}) => {
     const rows = [];
@@ -142,7 +153,7 @@ function renderLog(main, sources, sourceId, filters, live) {
 
   const drawChart = async () => {
     const to = filters.to ? Date.parse(filters.to) : Date.now();
-    let from = filters.from ? Date.parse(filters.from) : to - 3600 * 1000;
+    let from = filters.from ? Date.parse(filters.from) : to - DAY_MS;
     const capped = to - from > DAY_MS;
     if (capped) from = to - DAY_MS;
     try {
@@ -157,8 +168,18 @@ function renderLog(main, sources, sourceId, filters, live) {
 
   // Live: what arrived since the newest row shown (from is inclusive; rows
   // already shown are skipped), a few pages at most per round.
+  let polling = false;
   const poll = async () => {
-    if (filters.to) return;
+    // One poll at a time: a slow answer is not overtaken by the next round.
+    if (filters.to || polling) return;
+    polling = true;
+    try {
+      await pollOnce();
+    } finally {
+      polling = false;
+    }
+  };
+  const pollOnce = async () => {
     let cursor;
     const since = newest ? newest : new Date(Date.now() - 60_000).toISOString();
     const fresh = [];
@@ -271,14 +292,19 @@ function chartView(counts, from, to, capped) {
       svg('rect', { x, y: y(b.accepted), width: w, height: Math.max(0, 8 + plotH - y(b.accepted)), class: 'bar-accepted' }),
       b.rejected ? svg('rect', { x, y: y(b.accepted + b.rejected), width: w, height: y(b.accepted) - y(b.accepted + b.rejected), class: 'bar-rejected' }) : null));
   }
-  const tick = t => utc(new Date(t).toISOString(), { ms: false }).slice(11, 16);
+  // Five labels along the axis; a range over 12 hours also names the day.
+  const long = (last + 1 - first) * minute > 12 * 3600 * 1000;
+  const tick = t => utc(new Date(t).toISOString(), { ms: false }).slice(long ? 5 : 11, 16);
   const axis = [
     svg('line', { x1: left, x2: W - 8, y1: 8 + plotH, y2: 8 + plotH, class: 'axis' }),
     svg('text', { x: left - 6, y: 12, class: 'axis-label', 'text-anchor': 'end' }, String(max)),
     svg('text', { x: left - 6, y: 8 + plotH, class: 'axis-label', 'text-anchor': 'end' }, '0'),
-    svg('text', { x: left, y: H - 4, class: 'axis-label' }, tick(first * minute)),
-    svg('text', { x: W - 8, y: H - 4, class: 'axis-label', 'text-anchor': 'end' }, tick((last + 1) * minute)),
   ];
+  for (let k = 0; k <= 4; k++) {
+    const t = (first + ((last + 1 - first) * k) / 4) * minute;
+    const anchor = k === 0 ? 'start' : k === 4 ? 'end' : 'middle';
+    axis.push(svg('text', { x: left + (plotW * k) / 4, y: H - 4, class: 'axis-label', 'text-anchor': anchor }, tick(t)));
+  }
   return h('div', {},
     h('div', { class: 'chart-head' },
       h('h2', {}, 'Per minute'),
