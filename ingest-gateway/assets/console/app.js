@@ -100,8 +100,9 @@ function showSignIn(message) {
     try {
       await signIn(token.value);
       token.value = '';
+      // Setting the hash renders through hashchange; render once either way.
       if (!location.hash) location.hash = '#/sources';
-      await render();
+      else await render();
     } catch (e) {
       clear(status, errorBanner(e, 'Sign-in'));
     }
