@@ -8,7 +8,8 @@
 //! - [`sink`]: the idempotent Kafka producer and the raw topic.
 //! - [`configlog`]: replays and follows `powehi.config`; writes with read-your-writes.
 //! - [`bootstrap`]: `POWEHI_BOOTSTRAP`, upserted into the config log at start.
-//! - [`admin`]: the admin API (data sources, schemas, event log) on its own listener.
+//! - [`admin`]: the admin API (data sources, schemas, event log) on its own listener;
+//!   [`console`]: the web console on that listener (assets, sign-in, CSRF).
 //! - [`erasure`]: erasure and suppression of a profile, as jobs (the guarantee
 //!   is argued there).
 //! - [`listener`]: how both listeners serve HTTP; [`segment`]: Segment's API;
@@ -31,6 +32,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod config;
 pub mod configlog;
+pub mod console;
 pub mod cors;
 pub mod encoding;
 pub mod erasure;
@@ -83,6 +85,8 @@ pub struct AppState {
     /// Erasure jobs (see [`erasure`]).
     pub erasures: Arc<erasure::Erasures>,
     pub admin_token_hash: KeyHash,
+    /// Signed-in console browsers (see [`console::session`]).
+    pub console_sessions: console::Sessions,
     /// `POWEHI_TRUSTED_PROXIES`, parsed (see [`request_context`]).
     pub trusted_proxies: Vec<request_context::IpNet>,
     pub metrics: Arc<Metrics>,
@@ -161,6 +165,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         erasures: erasures.clone(),
         event_log,
         admin_token_hash: hash_key(config.effective_admin_token()),
+        console_sessions: console::Sessions::default(),
         trusted_proxies: config.trusted_proxy_ranges(),
         metrics,
         kafka_ready: AtomicBool::new(false),
@@ -266,6 +271,7 @@ fn admin_server(config: &Config, state: web::Data<AppState>) -> anyhow::Result<S
             .wrap(from_fn(json_errors::json_errors))
             .app_data(state.clone())
             .route("/metrics", web::get().to(metrics_text))
+            .configure(console::configure)
             .configure(admin::configure)
             .default_service(web::to(admin::not_found))
     };

@@ -153,6 +153,14 @@ class Page:
     def screenshot(self, path: Path) -> None:
         self.browser.call("screenshot", page=self.id, path=str(path))
 
+    def click(self, selector: str) -> None:
+        """A user's click on the element (waits until it is visible and enabled)."""
+        self.browser.call("click", page=self.id, selector=selector)
+
+    def fill(self, selector: str, value: str) -> None:
+        """Types `value` into the input, replacing what it held."""
+        self.browser.call("fill", page=self.id, selector=selector, value=value)
+
 
 # --------------------------------------------------------------------------- the test site
 

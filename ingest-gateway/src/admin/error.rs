@@ -8,8 +8,12 @@ use crate::configlog::ConfigLogError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("send Authorization: Bearer <POWEHI_ADMIN_TOKEN>")]
+    #[error("send Authorization: Bearer <POWEHI_ADMIN_TOKEN>, or sign in at /console/")]
     Unauthorized,
+    #[error("a console write must carry its session's CSRF token in X-CSRF-Token (GET /console/session answers it)")]
+    CsrfMissing,
+    #[error("the X-CSRF-Token header is not this session's CSRF token: reload the console")]
+    CsrfInvalid,
     #[error("{0}")]
     InvalidJson(String),
     #[error("{0}")]
@@ -34,6 +38,8 @@ impl AdminError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthorized => "unauthorized",
+            Self::CsrfMissing => "csrf_token_missing",
+            Self::CsrfInvalid => "csrf_token_invalid",
             Self::InvalidJson(_) => "invalid_json",
             Self::InvalidSchema(_) => "invalid_schema",
             Self::InvalidRequest(_) => "invalid_request",
@@ -51,6 +57,7 @@ impl ResponseError for AdminError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::CsrfMissing | Self::CsrfInvalid => StatusCode::FORBIDDEN,
             Self::InvalidJson(_)
             | Self::InvalidSchema(_)
             | Self::InvalidRequest(_)

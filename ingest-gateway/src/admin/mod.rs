@@ -1,9 +1,12 @@
 //! The admin API (`POWEHI_ADMIN_ADDR`): data sources, event schemas, the event
-//! log and profiles, JSON under `/v1`, every route behind `Authorization: Bearer`.
+//! log and profiles, JSON under `/v1`, every route behind `Authorization: Bearer`
+//! or a console session (a cookie, plus its CSRF token on writes: see
+//! [`crate::console::session`]).
 //!
 //! Writes go to the config log and answer once this gateway has applied them
 //! (see [`crate::configlog`]); reads answer from the applied snapshot.
 
+mod counts;
 mod datasources;
 mod erasures;
 mod error;
@@ -13,14 +16,16 @@ mod schemas;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::AUTHORIZATION;
+use actix_web::http::header::{AUTHORIZATION, COOKIE};
+use actix_web::http::Method;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpResponse, ResponseError};
 use subtle::ConstantTimeEq;
 
-pub use error::AdminError;
+pub use error::{parse_json, AdminError};
 
 use crate::auth::hash_key;
+use crate::console::session::{self, SessionRefusal};
 use crate::AppState;
 
 /// Largest admin request body.
@@ -64,6 +69,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 web::post().to(datasources::rotate_identity_secret),
             )
             .route("/datasources/{id}/events", web::get().to(events::list))
+            .route(
+                "/datasources/{id}/event-counts",
+                web::get().to(counts::per_minute),
+            )
             .route("/profiles/{profile_id}", web::get().to(profiles::get))
             .route(
                 "/profiles/{profile_id}/erasure",
@@ -95,31 +104,64 @@ fn bearer_token(value: &str) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// Compares the bearer token in constant time (hashes of equal length), and
-/// counts every admin request by route and status.
+/// The error a refused console request answers.
+pub fn refusal_error(refusal: SessionRefusal) -> AdminError {
+    match refusal {
+        SessionRefusal::NotSignedIn => AdminError::Unauthorized,
+        SessionRefusal::CsrfMissing => AdminError::CsrfMissing,
+        SessionRefusal::CsrfWrong => AdminError::CsrfInvalid,
+    }
+}
+
+/// Admits a request by its bearer token (compared in constant time, hashes of
+/// equal length), else by its console session (a write also by the session's
+/// CSRF token, see [`crate::console::session`]); counts every admin request
+/// by route and status.
 async fn require_token(
     request: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
     let state = request.app_data::<web::Data<AppState>>().cloned();
-    let presented = request
+    let bearer = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_token)
         .map(hash_key);
-    let authorized = match (&state, presented) {
-        (Some(state), Some(presented)) => bool::from(state.admin_token_hash.ct_eq(&presented)),
-        _ => false,
+    let admitted = match (&state, bearer) {
+        (Some(state), Some(presented)) => {
+            if bool::from(state.admin_token_hash.ct_eq(&presented)) {
+                Ok(())
+            } else {
+                Err(AdminError::Unauthorized)
+            }
+        }
+        (Some(state), None) => {
+            let headers = request.headers();
+            let cookie = headers
+                .get_all(COOKIE)
+                .filter_map(|v| v.to_str().ok())
+                .find_map(|h| session::cookie_value(h, session::COOKIE));
+            let csrf = headers
+                .get(session::CSRF_HEADER)
+                .and_then(|v| v.to_str().ok());
+            let write = !matches!(*request.method(), Method::GET | Method::HEAD);
+            state
+                .console_sessions
+                .admit(cookie, write, csrf)
+                .map_err(refusal_error)
+        }
+        (None, _) => Err(AdminError::Unauthorized),
     };
     let route = request
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
-    let response = if authorized {
-        next.call(request).await?.map_into_boxed_body()
-    } else {
-        let (http_request, _) = request.into_parts();
-        ServiceResponse::new(http_request, AdminError::Unauthorized.error_response())
+    let response = match admitted {
+        Ok(()) => next.call(request).await?.map_into_boxed_body(),
+        Err(refusal) => {
+            let (http_request, _) = request.into_parts();
+            ServiceResponse::new(http_request, refusal.error_response())
+        }
     };
     if let Some(state) = state {
         state

@@ -3,7 +3,10 @@
 //
 //   {"id": 1, "op": "open", "url": "…"}            -> {"id": 1, "ok": true, "result": <page id>}
 //   {"id": 2, "op": "eval", "page": 1, "expr": "…"} -> the expression's value (promises awaited)
-//   ops: open, goto, reload, eval, close (runBeforeUnload), screenshot (path), log, quit
+//   ops: open, goto, reload, eval, close (runBeforeUnload), screenshot (path), log, quit,
+//        click (selector), fill (selector, value), grantClipboard (origin)
+//   click and fill act as a user would (Playwright waits until the element is visible
+//   and enabled, then moves the mouse or types).
 //
 // "log" answers everything seen since the start, in order: console messages and page
 // errors, and every request the pages made with its answer or failure, each stamped with
@@ -121,6 +124,18 @@ const ops = {
   },
   async log() {
     return log;
+  },
+  async click({ page: id, selector }) {
+    await page(id).click(selector, { timeout: 15000 });
+    return null;
+  },
+  async fill({ page: id, selector, value }) {
+    await page(id).fill(selector, value, { timeout: 15000 });
+    return null;
+  },
+  async grantClipboard({ origin }) {
+    await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin });
+    return null;
   },
 };
 
