@@ -8,6 +8,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+use proto::config::ConfigSnapshot;
+
 use crate::rows::{Decoded, EventRow, Position, RejectedRow};
 
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +76,25 @@ impl Batch {
     /// When this batch must be written at the latest.
     pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
         self.opened_at.map(|opened| opened + limits.max_age)
+    }
+
+    /// Drops the rows of profiles suppressed since they were decoded (see
+    /// [`crate::rows::is_suppressed`]): a batch that waited (a worker frozen
+    /// before its write, ClickHouse down) writes nothing of a profile
+    /// suppressed meanwhile. Their records stay in the batch's partitions, so
+    /// their offsets are committed as handled. Answers how many were dropped.
+    pub fn drop_suppressed(&mut self, config: &ConfigSnapshot) -> usize {
+        let before = self.rows();
+        let keep_event = |row: &EventRow| {
+            !config.is_suppressed(&row.scope, &row.session_id, Some(&row.profile_id))
+        };
+        self.events.retain(keep_event);
+        self.to_feed.retain(keep_event);
+        self.rejected.retain(|row| {
+            let profile = Some(row.profile_id.as_str()).filter(|id| !id.is_empty());
+            !config.is_suppressed(&row.scope, &row.session_id, profile)
+        });
+        before - self.rows()
     }
 
     /// Forgets everything of partitions this worker no longer owns: their new

@@ -423,6 +423,9 @@ impl Pipeline {
         if self.batch.is_empty() {
             return Ok(());
         }
+        // Suppressions applied since the batch's records were decoded.
+        let dropped = self.batch.drop_suppressed(&self.config.snapshot());
+        self.metrics.events_suppressed.inc_by(dropped as u64);
         self.partitions.cut();
         let batch = std::mem::take(&mut self.batch);
         self.writing = Some(writer::spawn(

@@ -12,7 +12,9 @@
 //!    (conditionally, merged with what is there: repeating it changes
 //!    nothing). A gateway drops an accepted event of theirs before Kafka; a
 //!    worker drops a record of theirs instead of storing it, judged by the
-//!    suppressions it knows *now*, not as of the record's stamp.
+//!    suppressions it knows *now*, not as of the record's stamp, once when
+//!    it decodes the record and again when it hands the batch to its writer
+//!    (a batch that waited is filtered by the suppressions applied since).
 //! 2. **Grace** (`POWEHI_ERASURE_GRACE_MS`): every gateway and worker follows
 //!    the log within about a second; the job waits this long for them.
 //! 3. **Drain**: the raw topic's end offsets are read, then the job waits until
@@ -40,9 +42,9 @@
 //!   suppression after the grace (a gateway and a worker both lagging the
 //!   config log by more than the grace, or a request whose Kafka delivery
 //!   took longer than the grace): step 4's second count catches it if it was
-//!   stored by then; later, nothing does. A worker frozen with a decoded batch
-//!   that wakes up after step 4 and writes it (its ownership check passed
-//!   just before the freeze) is the same window.
+//!   stored by then; later, nothing does. A worker frozen between its last
+//!   check of a batch (suppressions, then ownership) and its INSERT, that
+//!   wakes up after step 4 and writes, is the same window.
 //! - Anonymous events of a session that identifies as the profile *after*
 //!   the suppression stay: the identify event is dropped, so nothing links
 //!   that session to the profile.
