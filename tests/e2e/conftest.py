@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from browser_support import Browser, browser_modules
 from e2e_support import (
     CLICKHOUSE_SCRIPT,
     CLICKHOUSE_URL,
@@ -349,3 +350,25 @@ def clickhouse_control(services):
     ctl = ServiceControl(CLICKHOUSE_SCRIPT)
     yield ctl
     ctl.start()
+
+
+# The browser tests' chromium (test_browser.py, test_console.py): the node modules
+# deploy/local/browser-env.sh installed, and one browser per test whose console and driver
+# log are printed when the test fails.
+@pytest.fixture(scope="module")
+def modules():
+    return browser_modules()
+
+
+@pytest.fixture
+def browser(request, modules, tmp_path):
+    b = Browser(modules, tmp_path / "browser.log")
+    yield b
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        try:
+            print("browser console:", json.dumps(b.console(), indent=1)[-6000:])
+        except AssertionError as exc:
+            print(f"browser console unavailable: {exc}")
+        print("driver log:", b.stderr())
+    b.close()

@@ -16,7 +16,7 @@ from datetime import datetime
 
 import pytest
 
-from browser_support import Browser, Page, Tap, TestSite, browser_modules
+from browser_support import Browser, Page, Tap, TestSite
 from e2e_support import (
     VIEW_SCHEMA,
     assert_stored_exactly_once,
@@ -37,25 +37,6 @@ UUID4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
 
 # Config of a tracker that sends only when told to (flush, a full batch, or the page going away).
 HOLD = {"batchSize": 100, "flushInterval": 600_000}
-
-
-@pytest.fixture(scope="module")
-def modules():
-    return browser_modules()
-
-
-@pytest.fixture
-def browser(request, modules, tmp_path):
-    b = Browser(modules, tmp_path / "browser.log")
-    yield b
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        try:
-            print("browser console:", json.dumps(b.console(), indent=1)[-6000:])
-        except AssertionError as exc:
-            print(f"browser console unavailable: {exc}")
-        print("driver log:", b.stderr())
-    b.close()
 
 
 @pytest.fixture

@@ -25,30 +25,11 @@ import pytest
 import requests
 
 from admin_support import DEFAULT_ADMIN_TOKEN, admin_stack, config_topic  # noqa: F401 - fixtures
-from browser_support import Browser, Page, browser_modules
+from browser_support import Page
 from e2e_support import REPO, data_source, event, post, wait_until
 
 SHOTS = REPO / "docs" / "console"
 STORE_TIMEOUT_S = 60
-
-
-@pytest.fixture(scope="module")
-def modules():
-    return browser_modules()
-
-
-@pytest.fixture
-def browser(request, modules, tmp_path):
-    b = Browser(modules, tmp_path / "browser.log")
-    yield b
-    report = getattr(request.node, "rep_call", None)
-    if report is not None and report.failed:
-        try:
-            print("browser console:", json.dumps(b.console(), indent=1)[-6000:])
-        except AssertionError as exc:
-            print(f"browser console unavailable: {exc}")
-        print("driver log:", b.stderr())
-    b.close()
 
 
 def bootstrap(names) -> dict:
