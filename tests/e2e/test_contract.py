@@ -253,7 +253,14 @@ def _curl_examples(text: str) -> list[dict]:
                 line += "\n" + lines[i]
             for name, value in variables.items():
                 line = line.replace(f'"${name}"', shlex.quote(value)).replace(f"${name}", value)
-            words = shlex.split(line)
+            # The command ends at a pipe or a list operator.
+            lexer = shlex.shlex(line, posix=True, punctuation_chars="|;&")
+            lexer.whitespace_split = True
+            words = []
+            for word in lexer:
+                if word and set(word) <= set("|;&"):
+                    break
+                words.append(word)
             example = {"method": None, "headers": {}, "body": None, "line": line.strip().splitlines()[0], "answer": None}
             rest = iter(words[1:])
             for word in rest:
