@@ -189,4 +189,64 @@ mod tests {
             assert!(problems.is_empty(), "{name}: {problems:#?}");
         }
     }
+
+    /// Everything the listeners serve must come from `routes.rs`, or the tests
+    /// above would not see it: no other file may register a route, resource,
+    /// scope or service with actix, but the admin API's `/v1` scope, whose
+    /// routes are `routes::admin_v1`.
+    #[test]
+    fn no_route_is_registered_outside_the_route_table() {
+        const REGISTERING: [&str; 8] = [
+            ".route(",
+            ".service(",
+            "web::resource(",
+            "web::scope(",
+            "#[get(",
+            "#[post(",
+            "#[put(",
+            "#[delete(",
+        ];
+        const ALLOWED: [(&str, &str); 2] = [
+            ("admin/mod.rs", "config.service("),
+            ("admin/mod.rs", "web::scope(\"/v1\")"),
+        ];
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = vec![src.clone()];
+        let mut found = Vec::new();
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(
+                    std::fs::read_dir(&path)
+                        .expect("src dir")
+                        .map(|e| e.expect("entry").path()),
+                );
+                continue;
+            }
+            let name = path
+                .strip_prefix(&src)
+                .expect("under src")
+                .to_string_lossy()
+                .replace('\\', "/");
+            if name == "routes.rs" || !name.ends_with(".rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).expect("source");
+            // Test modules serve nothing (and this one names what it looks for).
+            let served = text.split("#[cfg(test)]").next().unwrap_or_default();
+            for (number, line) in served.lines().enumerate() {
+                for needle in REGISTERING {
+                    let allowed = ALLOWED
+                        .iter()
+                        .any(|(file, snippet)| *file == name && line.contains(snippet));
+                    if line.contains(needle) && !allowed && !line.trim_start().starts_with("//") {
+                        found.push(format!("{name}:{}: {}", number + 1, line.trim()));
+                    }
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "routes registered outside routes.rs (declare them there, and document them): {found:#?}"
+        );
+    }
 }
