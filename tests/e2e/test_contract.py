@@ -30,6 +30,8 @@ from urllib.parse import parse_qsl, urlsplit
 import jsonschema
 import pytest
 import referencing
+import requests
+from openapi_spec_validator import validate as validate_openapi
 from referencing.jsonschema import DRAFT202012
 
 from e2e_support import REPO, VIEW_SCHEMA, Creds, data_source, event, post
@@ -166,6 +168,46 @@ def test_the_admin_api_answers_as_its_document_says(contract_gateway, tmp_path):
         },
     )
     assert gateway.alive(), gateway.tail()
+
+
+def _operations(document: dict) -> set[tuple[str, str]]:
+    methods = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+    return {(m.upper(), p) for p, item in document["paths"].items() for m in item if m in methods}
+
+
+def test_each_listener_serves_its_document_for_its_own_prefix(start_gateway, tmp_path):
+    """The served public document lists the ingest routes under the configured prefix (and no
+    /metrics when it is off the public listener), every one of them answers as routed (no 404),
+    and the admin listener serves admin.json as written."""
+    gateway = start_gateway(POWEHI_PATH_PREFIX="/collect/", POWEHI_PUBLIC_METRICS="false")
+    served = requests.get(gateway.url("/openapi.json"), timeout=10)
+    assert served.status_code == 200 and served.headers["Content-Type"] == "application/json", served.text[:300]
+    document = served.json()
+    validate_openapi(document)
+    written = _spec("public.json")
+    expected = set()
+    for method, path in _operations(written):
+        if path == "/metrics":
+            continue
+        expected.add((method, path.replace("/powehi/", "/collect/", 1) if path.startswith("/powehi/") else path))
+    assert _operations(document) == expected
+    assert document["components"] == written["components"]
+    # Every documented path is routed: an empty request is refused by its handler or the
+    # route's own checks, never with not_found (what the listener answers off its routes).
+    for method, path in sorted(_operations(document)):
+        resp = requests.request(method, gateway.url(path), timeout=10)
+        assert resp.status_code != 404, f"{method} {path}: {resp.status_code} {resp.text[:200]}"
+    assert requests.get(gateway.url("/metrics"), timeout=10).status_code == 404
+    assert requests.post(gateway.url("/powehi/smile"), timeout=10).status_code == 404
+    admin = requests.get(f"http://{gateway.env['POWEHI_ADMIN_ADDR']}/openapi.json", timeout=10)
+    assert admin.status_code == 200 and admin.json() == _spec("admin.json")
+
+
+def test_both_documents_are_valid_openapi_3_1():
+    for name in ("public.json", "admin.json"):
+        document = _spec(name)
+        assert document["openapi"] == "3.1.0", name
+        validate_openapi(document)
 
 
 # --------------------------------------------------------------------------- README examples
