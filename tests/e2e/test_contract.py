@@ -203,6 +203,62 @@ def test_each_listener_serves_its_document_for_its_own_prefix(start_gateway, tmp
     assert admin.status_code == 200 and admin.json() == _spec("admin.json")
 
 
+def assert_documented(spec: dict, method: str, template: str, resp: requests.Response) -> None:
+    """`resp` to `method template` has a status the document lists for that operation, and
+    the documented content type, required headers and body schema."""
+    what = f"{method} {template} -> {resp.status_code} {resp.text[:300]}"
+    responses = spec["paths"][template][method.lower()]["responses"]
+    assert str(resp.status_code) in responses, f"undocumented status: {what}"
+    documented = _deref(spec, responses[str(resp.status_code)])
+    for name, header in documented.get("headers", {}).items():
+        if _deref(spec, header).get("required"):
+            assert name in resp.headers, f"no {name} header: {what}"
+    for media, content in documented.get("content", {}).items():
+        assert resp.headers.get("Content-Type", "").startswith(media), what
+        if media == "application/json":
+            errors = [e.message for e in _validator(spec, content["schema"]).iter_errors(resp.json())]
+            assert not errors, f"{errors}: {what}"
+
+
+def test_what_schemathesis_cannot_generate_is_answered_as_documented(contract_gateway):
+    """Oversized bodies, too many events, other media types and encodings, a repeated query
+    parameter, a protocol upgrade: each answered with a documented status and body."""
+    gateway = contract_gateway
+    public, admin = _spec("public.json"), _spec("admin.json")
+    admin_url = f"http://{gateway.env['POWEHI_ADMIN_ADDR']}"
+    bearer = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
+    creds = {"X-Client-ID": DEMO.client_id, "X-Client-Access-Token": DEMO.token}
+    big = json.dumps({"name": "x" * (300 * 1024)})
+    for path, template, method in [
+        ("/v1/datasources", "/v1/datasources", "POST"),
+        ("/v1/schemas/view", "/v1/schemas/{eventType}", "PUT"),
+        ("/v1/schemas/view/validate", "/v1/schemas/{eventType}/validate", "POST"),
+        (f"/v1/datasources/{DEMO.client_id}/allowed-origins", "/v1/datasources/{id}/allowed-origins", "PUT"),
+    ]:
+        resp = requests.request(method, admin_url + path, data=big, headers=bearer, timeout=30)
+        assert resp.status_code == 413, resp.text[:300]
+        assert_documented(admin, method, template, resp)
+    many = {"events": [event(DEMO.client_id) for _ in range(1001)]}
+    probes = [
+        ("/powehi/smile", {**creds, "Content-Type": "application/json"}, json.dumps(many), 413),
+        ("/powehi/smile", {**creds, "Content-Type": "application/json"}, "x" * (2 * 1024 * 1024), 413),
+        ("/smile", {**creds, "Content-Type": "application/xml"}, "<events/>", 415),
+        ("/smile", {**creds, "Content-Encoding": "br"}, "{}", 415),
+        ("/smile", {**creds, "Content-Encoding": "gzip"}, "not gzip", 400),
+        ("/smile", {**creds, "Upgrade": "websocket", "Connection": "Upgrade"}, "{}", 400),
+        ("/v1/track", {"Authorization": "Basic !!!"}, "{}", 401),
+        ("/v1/batch", {"Authorization": "Basic " + __import__("base64").b64encode(f"{DEMO.token}:".encode()).decode()},
+         json.dumps({"batch": []}), 400),
+    ]
+    for path, headers, body, status in probes:
+        resp = requests.post(gateway.url(path), data=body, headers=headers, timeout=30)
+        assert resp.status_code == status, f"{path} {headers}: {resp.status_code} {resp.text[:300]}"
+        assert_documented(public, "POST", path, resp)
+    resp = requests.post(gateway.url("/context?sessionId=a&sessionId=b"), headers=creds, timeout=30)
+    assert resp.status_code == 400, resp.text
+    assert_documented(public, "POST", "/context", resp)
+
+
 def test_both_documents_are_valid_openapi_3_1():
     for name in ("public.json", "admin.json"):
         document = _spec(name)
