@@ -15,12 +15,12 @@ use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{
     HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ORIGIN,
-    VARY,
+    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ALLOW,
+    ORIGIN, VARY,
 };
 use actix_web::http::Method;
 use actix_web::middleware::Next;
-use actix_web::{web, Error, HttpResponse, ResponseError};
+use actix_web::{web, Error, HttpRequest, HttpResponse};
 
 use crate::errors::ApiError;
 use crate::ingest::QueryCredentials;
@@ -49,8 +49,8 @@ pub async fn cors(
         return Ok(next.call(request).await?.map_into_boxed_body());
     };
     if request.method() == Method::OPTIONS {
-        let response = preflight(&request, &origin);
-        return Ok(request.into_response(response));
+        // Answered by the route's own handler, [`preflight`].
+        return Ok(next.call(request).await?.map_into_boxed_body());
     }
     let mut response = next.call(request).await?.map_into_boxed_body();
     let refused = response
@@ -68,17 +68,27 @@ pub async fn cors(
     Ok(response)
 }
 
-fn preflight(request: &ServiceRequest, origin: &str) -> HttpResponse {
+/// `OPTIONS` of an ingest route. With `Origin` it is a CORS preflight:
+/// granted (204 with the methods, headers and max age) when the source named
+/// by `?clientId=` allows the origin, or without one when some source does;
+/// else `403 origin_not_allowed`, with no grant. Without `Origin` it is a
+/// plain OPTIONS request: 204 with `Allow` (RFC 9110).
+pub async fn preflight(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let Some(origin) = request.headers().get(ORIGIN) else {
+        return Ok(HttpResponse::NoContent()
+            .insert_header((ALLOW, "OPTIONS, POST"))
+            .finish());
+    };
+    let origin = origin.to_str().unwrap_or("(not ASCII)");
     let client_id = QueryCredentials::from_query(request.query_string()).and_then(|q| q.client_id);
     let granted = request
         .app_data::<web::Data<AppState>>()
         .is_some_and(|state| state.registry.grants_origin(client_id.as_deref(), origin));
     if !granted {
-        return ApiError::OriginNotAllowed {
+        return Err(ApiError::OriginNotAllowed {
             origin: origin.to_string(),
             source_id: client_id.unwrap_or_else(|| "(any)".into()),
-        }
-        .error_response();
+        });
     }
     let mut response = HttpResponse::NoContent().finish();
     let headers = response.headers_mut();
@@ -89,7 +99,7 @@ fn preflight(request: &ServiceRequest, origin: &str) -> HttpResponse {
     set(headers, ACCESS_CONTROL_ALLOW_METHODS, "POST");
     set(headers, ACCESS_CONTROL_ALLOW_HEADERS, ALLOWED_HEADERS);
     set(headers, ACCESS_CONTROL_MAX_AGE, PREFLIGHT_MAX_AGE_SECS);
-    response
+    Ok(response)
 }
 
 fn grant(headers: &mut actix_web::http::header::HeaderMap, origin: &str) {

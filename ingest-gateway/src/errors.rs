@@ -190,7 +190,7 @@ impl ResponseError for ApiError {
 }
 
 /// JSON 404 for paths the gateway does not serve, so every answer has one shape.
-pub async fn not_found() -> HttpResponse {
+pub fn not_found() -> HttpResponse {
     HttpResponse::NotFound().json(json!({
         "error": { "code": "not_found", "message": "no such endpoint: POST events to /smile" }
     }))

@@ -12,6 +12,8 @@
 //!   [`console`]: the web console on that listener (assets, sign-in, CSRF).
 //! - [`erasure`]: erasure and suppression of a profile, as jobs (the guarantee
 //!   is argued there).
+//! - [`routes`]: both listeners' route tables; [`openapi`]: their OpenAPI
+//!   documents (`ingest-gateway/openapi/`), served at `/openapi.json`.
 //! - [`listener`]: how both listeners serve HTTP; [`segment`]: Segment's API;
 //!   [`tracker`]: `/powehi.js`.
 //! - [`errors`]: every failure and its HTTP answer ([`json_errors`] for actix's
@@ -42,10 +44,12 @@ pub mod ingest;
 pub mod json_errors;
 pub mod listener;
 pub mod metrics;
+pub mod openapi;
 pub mod profiles;
 pub mod protocol_errors;
 pub mod ratelimit;
 pub mod request_context;
+pub mod routes;
 pub mod segment;
 pub mod sink;
 pub mod tracker;
@@ -211,47 +215,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     Ok(())
 }
 
-/// The public listener: ingest, the tracker script, health and (optionally) metrics.
+/// The public listener: ingest, the tracker script, health and (optionally)
+/// metrics; its routes are [`routes::public`].
 fn public_server(config: &Config, state: web::Data<AppState>) -> anyhow::Result<Server> {
-    let prefix = config.normalized_prefix().to_string();
-    let public_metrics = config.public_metrics;
+    let options = routes::PublicOptions {
+        prefix: config.normalized_prefix().to_string(),
+        metrics: config.public_metrics,
+        openapi: openapi::public_document(config.normalized_prefix(), config.public_metrics)?,
+    };
+    let table = routes::Routes::listing("", |r| routes::public(r, &options));
     let app = move || {
         // The last wrap is the outermost: CORS grants go on every answer,
         // also the ones json_errors rewrote.
-        let mut app = App::new()
+        App::new()
             .wrap(from_fn(json_errors::json_errors))
             .wrap(from_fn(cors::cors))
             .app_data(state.clone())
-            .route("/healthz", web::get().to(healthz))
-            .route("/readyz", web::get().to(readyz));
-        if public_metrics {
-            app = app.route("/metrics", web::get().to(metrics_text));
-        }
-        app = app
-            .route("/smile", web::post().to(ingest::smile))
-            .route("/context", web::post().to(ingest::context))
-            .route("/powehi.js", web::get().to(tracker::script));
-        // Segment's tracking API (crate::segment).
-        app = app.route("/v1/{call}", web::post().to(segment::handle));
-        if !prefix.is_empty() {
-            app = app.route(
-                &format!("{prefix}/v1/{{call}}"),
-                web::post().to(segment::handle),
-            );
-        }
-        if !prefix.is_empty() {
-            app = app
-                .route(&format!("{prefix}/smile"), web::post().to(ingest::smile))
-                .route(
-                    &format!("{prefix}/powehi.js"),
-                    web::get().to(tracker::script),
-                )
-                .route(
-                    &format!("{prefix}/context"),
-                    web::post().to(ingest::context),
-                );
-        }
-        app.default_service(web::to(errors::not_found))
+            .configure(|config| routes::public(&mut routes::Routes::Serve(config), &options))
+            .default_service(routes::unrouted(table.clone(), errors::not_found))
     };
     listener::serve(
         listener::Listener {
@@ -265,15 +246,18 @@ fn public_server(config: &Config, state: web::Data<AppState>) -> anyhow::Result<
     )
 }
 
+/// The admin listener: [`routes::admin`] and the admin API ([`admin::configure`]).
 fn admin_server(config: &Config, state: web::Data<AppState>) -> anyhow::Result<Server> {
+    let document = openapi::admin_document()?;
+    let mut table = routes::Routes::listing("", |r| routes::admin(r, &document));
+    table.extend(routes::Routes::listing("/v1", routes::admin_v1));
     let app = move || {
         App::new()
             .wrap(from_fn(json_errors::json_errors))
             .app_data(state.clone())
-            .route("/metrics", web::get().to(metrics_text))
-            .configure(console::configure)
-            .configure(admin::configure)
-            .default_service(web::to(admin::not_found))
+            .configure(|config| routes::admin(&mut routes::Routes::Serve(config), &document))
+            .configure(|config| admin::configure(config, table.clone()))
+            .default_service(routes::unrouted(table.clone(), admin::not_found))
     };
     listener::serve(
         listener::Listener {
@@ -353,11 +337,11 @@ async fn watch_kafka(state: Arc<AppState>) {
     }
 }
 
-async fn healthz() -> HttpResponse {
+pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let reason = if !state.kafka_ready.load(Ordering::Relaxed) {
         "kafka is unreachable or the raw topic does not exist yet"
     } else if let Some(reason) = state.config_not_ready() {
@@ -369,7 +353,7 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         .json(serde_json::json!({ "status": "not_ready", "reason": reason }))
 }
 
-async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn metrics_text(state: web::Data<AppState>) -> HttpResponse {
     let (requests, bytes) = state.admission.load();
     state.metrics.requests_in_progress.set(requests as i64);
     state.metrics.body_bytes_in_progress.set(bytes as i64);

@@ -80,18 +80,16 @@ impl Call {
     }
 }
 
-/// `POST /v1/{call}` (and under the prefix).
+/// `POST /v1/{call}` (and under the prefix): one route per call
+/// (see [`crate::routes::public`]).
 pub async fn handle(
-    call: web::Path<String>,
+    call: Call,
     request: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let started = Instant::now();
-    let result = match Call::named(&call) {
-        Some(call) => ingest_call(call, &request, payload, &state).await,
-        None => Ok(crate::errors::not_found().await),
-    };
+    let result = ingest_call(call, &request, payload, &state).await;
     ingest::observe(&state, "segment", started, &result);
     result
 }

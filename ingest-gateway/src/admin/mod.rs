@@ -6,13 +6,13 @@
 //! Writes go to the config log and answer once this gateway has applied them
 //! (see [`crate::configlog`]); reads answer from the applied snapshot.
 
-mod counts;
-mod datasources;
-mod erasures;
+pub(crate) mod counts;
+pub(crate) mod datasources;
+pub(crate) mod erasures;
 mod error;
-mod events;
-mod profiles;
-mod schemas;
+pub(crate) mod events;
+pub(crate) mod profiles;
+pub(crate) mod schemas;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -31,63 +31,17 @@ use crate::AppState;
 /// Largest admin request body.
 const MAX_ADMIN_BODY: usize = 256 * 1024;
 
-/// The routes of the admin listener.
-pub fn configure(config: &mut web::ServiceConfig) {
+/// The admin API under `/v1` (its routes: [`crate::routes::admin_v1`]),
+/// behind the bearer token.
+/// `table` is the listener's route table: a `/v1` path served for other
+/// methods is a 405 (see [`crate::routes::unrouted`]).
+pub fn configure(config: &mut web::ServiceConfig, table: Vec<(actix_web::http::Method, String)>) {
     config.service(
         web::scope("/v1")
             .wrap(from_fn(require_token))
             .app_data(web::PayloadConfig::new(MAX_ADMIN_BODY))
-            .route("/datasources", web::post().to(datasources::create))
-            .route("/datasources", web::get().to(datasources::list))
-            .route("/datasources/{id}", web::get().to(datasources::get))
-            .route(
-                "/datasources/{id}/disable",
-                web::post().to(datasources::disable),
-            )
-            .route(
-                "/datasources/{id}/enable",
-                web::post().to(datasources::enable),
-            )
-            .route(
-                "/datasources/{id}/tokens",
-                web::post().to(datasources::add_token),
-            )
-            .route(
-                "/datasources/{id}/tokens/{token_id}",
-                web::delete().to(datasources::revoke_token),
-            )
-            .route(
-                "/datasources/{id}/allowed-origins",
-                web::put().to(datasources::set_allowed_origins),
-            )
-            .route(
-                "/datasources/{id}/policy",
-                web::put().to(datasources::set_policy),
-            )
-            .route(
-                "/datasources/{id}/identity-secret",
-                web::post().to(datasources::rotate_identity_secret),
-            )
-            .route("/datasources/{id}/events", web::get().to(events::list))
-            .route(
-                "/datasources/{id}/event-counts",
-                web::get().to(counts::per_minute),
-            )
-            .route("/profiles/{profile_id}", web::get().to(profiles::get))
-            .route(
-                "/profiles/{profile_id}/erasure",
-                web::post().to(erasures::request),
-            )
-            .route("/erasures", web::get().to(erasures::list))
-            .route("/erasures/{job_id}", web::get().to(erasures::get))
-            .route("/schemas", web::get().to(schemas::list))
-            .route("/schemas/{event_type}", web::put().to(schemas::put))
-            .route("/schemas/{event_type}", web::get().to(schemas::get))
-            .route(
-                "/schemas/{event_type}/validate",
-                web::post().to(schemas::validate),
-            )
-            .default_service(web::to(|| async {
+            .configure(|config| crate::routes::admin_v1(&mut crate::routes::Routes::Serve(config)))
+            .default_service(crate::routes::unrouted(table, || {
                 AdminError::NotFound("no such admin endpoint (see README: Admin API)".into())
                     .error_response()
             })),
@@ -174,6 +128,6 @@ async fn require_token(
 }
 
 /// JSON 404 outside `/v1` too.
-pub async fn not_found() -> HttpResponse {
+pub fn not_found() -> HttpResponse {
     AdminError::NotFound("no such admin endpoint: the API lives under /v1".into()).error_response()
 }

@@ -10,7 +10,7 @@
 //! The page itself only calls the admin API under `/v1`; this module adds no
 //! data route of its own.
 
-mod assets;
+pub(crate) mod assets;
 pub mod session;
 
 use actix_web::http::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
@@ -26,31 +26,15 @@ use crate::AppState;
 /// Largest sign-in body: a token, not a document.
 const MAX_SIGN_IN_BODY: usize = 4096;
 
-/// The console's routes on the admin listener.
-pub fn configure(config: &mut web::ServiceConfig) {
-    config
-        .route("/", web::get().to(landing))
-        .route(
-            "/console",
-            web::get().to(|| async {
-                HttpResponse::PermanentRedirect()
-                    .insert_header((LOCATION, "/console/"))
-                    .finish()
-            }),
-        )
-        .route("/console/", web::get().to(assets::index))
-        .service(
-            web::resource("/console/session")
-                .app_data(web::PayloadConfig::new(MAX_SIGN_IN_BODY))
-                .route(web::post().to(sign_in))
-                .route(web::get().to(current))
-                .route(web::delete().to(sign_out)),
-        )
-        .route("/console/{file}", web::get().to(assets::file));
+/// `GET /console`: the console lives at `/console/` (its files are relative).
+pub(crate) async fn redirect_to_console() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((LOCATION, "/console/"))
+        .finish()
 }
 
 /// `GET /`: what this listener serves, linking to the console.
-async fn landing() -> HttpResponse {
+pub(crate) async fn landing() -> HttpResponse {
     HttpResponse::Ok()
         .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
         .body(
@@ -79,7 +63,13 @@ fn session_cookie(request: &HttpRequest) -> Option<String> {
 
 /// `POST /console/session {"token"}`: the admin token for a session cookie;
 /// answers the CSRF token the page sends with its writes.
-async fn sign_in(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+pub(crate) async fn sign_in(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    if body.len() > MAX_SIGN_IN_BODY {
+        return HttpResponse::PayloadTooLarge().json(json!({"error": {
+            "code": "payload_too_large",
+            "message": format!("a sign-in body is at most {MAX_SIGN_IN_BODY} bytes: {{\"token\": \"…\"}}"),
+        }}));
+    }
     let request: SignIn = match parse_json(&body) {
         Ok(request) => request,
         Err(error) => return error.error_response(),
@@ -102,7 +92,7 @@ async fn sign_in(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
 /// `GET /console/session`: the CSRF token of the cookie's session (the page
 /// keeps it in memory only), or 401. Only this origin's pages can read it: the
 /// admin listener grants no CORS.
-async fn current(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
+pub(crate) async fn current(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
     match session_cookie(&request).and_then(|c| state.console_sessions.csrf_token(&c)) {
         Some(csrf_token) => HttpResponse::Ok().json(json!({
             "csrfToken": csrf_token,
@@ -124,7 +114,7 @@ fn ingest_hint(state: &AppState) -> serde_json::Value {
 }
 
 /// `DELETE /console/session`: signs out (a write: the CSRF token is required).
-async fn sign_out(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
+pub(crate) async fn sign_out(state: web::Data<AppState>, request: HttpRequest) -> HttpResponse {
     let cookie = session_cookie(&request);
     let csrf = request
         .headers()
