@@ -30,11 +30,15 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0003_request_context.sql",
         include_str!("../../deploy/clickhouse/migrations/0003_request_context.sql"),
     ),
+    (
+        "0004_replays.sql",
+        include_str!("../../deploy/clickhouse/migrations/0004_replays.sql"),
+    ),
 ];
 
 /// Each view, and the newest column its current definition shows: a view
 /// without it was created by an earlier version.
-const VIEWS: &[(&str, &str)] = &[("event_log", "referer")];
+const VIEWS: &[(&str, &str)] = &[("event_log", "replay_job")];
 
 const ADD_COLUMN_IF_MISSING: &str = " ADD COLUMN IF NOT EXISTS ";
 
@@ -288,6 +292,6 @@ mod tests {
             .map(Step::of)
             .filter(|s| matches!(s, Step::AddColumn { .. }))
             .count();
-        assert_eq!(additions, 10);
+        assert_eq!(additions, 15);
     }
 }

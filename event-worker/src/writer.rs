@@ -558,6 +558,9 @@ fn refused_event(row: EventRow, error: &str) -> RejectedRow {
         user_agent: row.user_agent,
         origin: row.origin,
         referer: row.referer,
+        replayed_at_ms: row.replayed_at_ms,
+        replay_job: row.replay_job,
+        record: row.record,
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`configlog`]: replays and follows `powehi.config`; writes with read-your-writes.
 //! - [`bootstrap`]: `POWEHI_BOOTSTRAP`, upserted into the config log at start.
 //! - [`admin`]: the admin API (data sources, schemas, event log) on its own listener.
+//! - [`replays`]: replay jobs, rejected events sent back through the raw topic.
 //! - [`listener`]: how both listeners serve HTTP; [`segment`]: Segment's API;
 //!   [`tracker`]: `/powehi.js`.
 //! - [`errors`]: every failure and its HTTP answer ([`json_errors`] for actix's
@@ -40,6 +41,7 @@ pub mod metrics;
 pub mod profiles;
 pub mod protocol_errors;
 pub mod ratelimit;
+pub mod replays;
 pub mod request_context;
 pub mod segment;
 pub mod sink;
@@ -81,6 +83,8 @@ pub struct AppState {
     /// `POWEHI_TRUSTED_PROXIES`, parsed (see [`request_context`]).
     pub trusted_proxies: Vec<request_context::IpNet>,
     pub metrics: Arc<Metrics>,
+    /// The replay jobs this process runs (their state is in ClickHouse).
+    pub replays: replays::Replays,
     /// Set by the readiness probe: the broker answers and the raw topic exists.
     pub kafka_ready: AtomicBool,
     /// The bootstrap file is applied (and so visible in the registry). Set
@@ -144,6 +148,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         admin_token_hash: hash_key(config.effective_admin_token()),
         trusted_proxies: config.trusted_proxy_ranges(),
         metrics,
+        replays: replays::Replays::default(),
         kafka_ready: AtomicBool::new(false),
         bootstrapped: AtomicBool::new(false),
         config: config.clone(),

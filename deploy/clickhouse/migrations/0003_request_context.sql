@@ -26,30 +26,5 @@ ALTER TABLE {database}.rejected_events ADD COLUMN IF NOT EXISTS user_agent Strin
 ALTER TABLE {database}.rejected_events ADD COLUMN IF NOT EXISTS origin String DEFAULT '';
 ALTER TABLE {database}.rejected_events ADD COLUMN IF NOT EXISTS referer String DEFAULT '';
 
--- What analysts read: accepted and rejected events together, with their status,
--- each Kafka record once (FINAL collapses a repeated write not merged yet).
--- A rejected event's corrected time is its event_time (nothing was corrected).
--- A database migrated by an earlier version has an event_log without the columns
--- above: the runner drops it first, and this creates it again (store.rs).
-CREATE VIEW IF NOT EXISTS {database}.event_log AS
-SELECT
-    event_id, scope, event_type, session_id, profile_id,
-    'accepted' AS status,
-    event_time, event_time_ms, corrected_time, corrected_time_ms,
-    received_at, received_at_ms,
-    properties, '[]' AS reasons, '' AS raw,
-    source_id, source_type, target_id, target_type,
-    schema_version, kafka_partition, kafka_offset,
-    client_ip, user_agent, origin, referer
-FROM {database}.events FINAL
-UNION ALL
-SELECT
-    event_id, scope, event_type, session_id, profile_id,
-    'rejected' AS status,
-    event_time, event_time_ms, event_time AS corrected_time, event_time_ms AS corrected_time_ms,
-    received_at, received_at_ms,
-    '{}' AS properties, reasons, raw,
-    '' AS source_id, '' AS source_type, '' AS target_id, '' AS target_type,
-    toUInt32(0) AS schema_version, kafka_partition, kafka_offset,
-    client_ip, user_agent, origin, referer
-FROM {database}.rejected_events FINAL;
+-- `event_log`, the view that shows these columns, is created by 0004 (after
+-- the replay columns it shows exist).

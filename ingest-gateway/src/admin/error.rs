@@ -24,6 +24,9 @@ pub enum AdminError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A replay matching more events than it may send.
+    #[error("{0}")]
+    TooManyEvents(String),
     #[error("the config log is not available: {0}")]
     ConfigUnavailable(#[from] ConfigLogError),
     #[error("the event log is not available: {0}")]
@@ -40,6 +43,7 @@ impl AdminError {
             Self::InvalidQuery(_) => "invalid_query",
             Self::InvalidCursor(_) => "invalid_cursor",
             Self::NotFound(_) => "not_found",
+            Self::TooManyEvents(_) => "too_many_events",
             Self::Conflict(_) | Self::ConfigUnavailable(ConfigLogError::Conflict(_)) => "conflict",
             Self::ConfigUnavailable(_) => "config_unavailable",
             Self::EventLogUnavailable(_) => "event_log_unavailable",
@@ -55,7 +59,8 @@ impl ResponseError for AdminError {
             | Self::InvalidSchema(_)
             | Self::InvalidRequest(_)
             | Self::InvalidQuery(_)
-            | Self::InvalidCursor(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidCursor(_)
+            | Self::TooManyEvents(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) | Self::ConfigUnavailable(ConfigLogError::Conflict(_)) => {
                 StatusCode::CONFLICT

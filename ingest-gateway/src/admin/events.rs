@@ -6,6 +6,13 @@
 //! skips a row that was visible when paging began, however many events arrive
 //! meanwhile (they sort above the cursor). Every filter value is bound as a
 //! query parameter (the clickhouse crate escapes it); nothing is spliced.
+//!
+//! A rejected event a replay stored as accepted has two rows with one
+//! identity (see event-worker's `replay` module): the accepted one sorts
+//! first among equals (`status`), and the rejected one, next to it, is
+//! served no more than a repeated write is ([`one_per_record`]). Asked for
+//! rejected events only, the log leaves such rows out by an anti-join on the
+//! data source's replayed rows of `events`.
 
 use actix_web::{web, HttpResponse};
 use clickhouse::Row;
@@ -65,6 +72,9 @@ struct LogRow {
     user_agent: String,
     origin: String,
     referer: String,
+    rejected_at_ms: u64,
+    replayed_at_ms: u64,
+    replay_job: String,
 }
 
 #[derive(Serialize)]
@@ -94,6 +104,14 @@ struct LogEntry {
     origin: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     referer: Option<String>,
+    /// A replayed event (see the module doc): when it was first rejected
+    /// (accepted entries), when the replay sent it and which job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejected_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replayed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replay_job: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -241,10 +259,10 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
     let mut branches = Vec::new();
     let mut binds = Vec::new();
     let tables = [
-        (filters.accepted, "events", "'accepted'", "corrected_time_ms", "properties", "'[]'", "''", "source_id, source_type, target_id, target_type, schema_version"),
-        (filters.rejected, "rejected_events", "'rejected'", "event_time_ms AS corrected_time_ms", "'{}'", "reasons", "raw", "'' AS source_id, '' AS source_type, '' AS target_id, '' AS target_type, toUInt32(0) AS schema_version"),
+        (filters.accepted, "events", "'accepted'", "corrected_time_ms", "properties", "'[]'", "''", "source_id, source_type, target_id, target_type, schema_version", "rejected_at_ms"),
+        (filters.rejected, "rejected_events", "'rejected'", "event_time_ms AS corrected_time_ms", "'{}'", "reasons", "raw", "'' AS source_id, '' AS source_type, '' AS target_id, '' AS target_type, toUInt32(0) AS schema_version", "toUInt64(inserted_at) * 1000 AS rejected_at_ms"),
     ];
-    for (wanted, table, status, corrected, properties, reasons, raw, rest) in tables {
+    for (wanted, table, status, corrected, properties, reasons, raw, rest, rejected_at) in tables {
         if !wanted {
             continue;
         }
@@ -292,11 +310,20 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
                 Bind::Number(c.o),
             ]);
         }
+        if table == "rejected_events" && !filters.accepted {
+            // No accepted twin to sort before it: left out here.
+            conditions.push(
+                "(kafka_partition, kafka_offset) NOT IN (SELECT kafka_partition, kafka_offset \
+                 FROM events WHERE scope = ? AND replayed_at_ms != 0)"
+                    .into(),
+            );
+            binds.push(Bind::Text(filters.scope.clone()));
+        }
         branches.push(format!(
             "SELECT event_id, {status} AS status, event_type, session_id, profile_id, \
              event_time_ms, {corrected}, received_at_ms, {properties} AS properties, \
              {reasons} AS reasons, {raw} AS raw, {rest}, kafka_partition, kafka_offset, \
-             {CONTEXT_COLUMNS} FROM {table} WHERE {}",
+             {CONTEXT_COLUMNS}, {rejected_at}, replayed_at_ms, replay_job FROM {table} WHERE {}",
             conditions.join(" AND ")
         ));
     }
@@ -306,8 +333,10 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
     let sql = format!(
         "SELECT event_id, status, event_type, session_id, profile_id, event_time_ms, corrected_time_ms, \
          received_at_ms, properties, reasons, raw, source_id, source_type, target_id, target_type, \
-         schema_version, kafka_partition, kafka_offset, {CONTEXT_COLUMNS} FROM ({}) \
-         ORDER BY received_at_ms DESC, event_id DESC, kafka_partition DESC, kafka_offset DESC LIMIT {}",
+         schema_version, kafka_partition, kafka_offset, {CONTEXT_COLUMNS}, rejected_at_ms, \
+         replayed_at_ms, replay_job FROM ({}) \
+         ORDER BY received_at_ms DESC, event_id DESC, kafka_partition DESC, kafka_offset DESC, \
+         status ASC LIMIT {}",
         branches.join(" UNION ALL "),
         fetch_limit(filters.limit)
     );
@@ -321,7 +350,8 @@ fn fetch_limit(limit: u32) -> u32 {
 
 /// A repeated write of one Kafka record that ClickHouse has not merged away
 /// yet (see deploy/clickhouse/migrations/0001_events.sql) is two identical
-/// rows, next to each other in the page's order: one is served. A page can
+/// rows, next to each other in the page's order: one is served. So is a
+/// replayed event's accepted row, before its rejected one (see the module doc). A page can
 /// come out shorter than `limit` after a fault; the cursor still continues
 /// strictly below its last row, so nothing is skipped or repeated.
 fn one_per_record(fetched: Vec<LogRow>, limit: usize) -> Vec<LogRow> {
@@ -398,7 +428,13 @@ fn entry(row: LogRow) -> LogEntry {
             item_type: kind,
         })
     };
+    let replayed = row.replayed_at_ms > 0;
     LogEntry {
+        rejected_at: (replayed && accepted && row.rejected_at_ms > 0)
+            .then(|| time(row.rejected_at_ms))
+            .flatten(),
+        replayed_at: replayed.then(|| time(row.replayed_at_ms)).flatten(),
+        replay_job: replayed.then_some(row.replay_job),
         event_time: if row.event_time_ms > 0 {
             time(row.event_time_ms)
         } else {
@@ -474,6 +510,9 @@ mod tests {
             user_agent: String::new(),
             origin: String::new(),
             referer: String::new(),
+            rejected_at_ms: 0,
+            replayed_at_ms: 0,
+            replay_job: String::new(),
         }
     }
 
@@ -526,10 +565,14 @@ mod tests {
         let (sql, binds) = build_sql(&filters);
         assert!(!sql.contains("OR 1=1") && !sql.contains("demo"));
         assert!(
-            !sql.contains("FROM events "),
-            "status=rejected reads only rejected_events"
+            !sql.contains("SELECT event_id, 'accepted'"),
+            "status=rejected reads no accepted rows"
         );
-        assert_eq!(binds.len(), 2);
+        assert!(
+            sql.contains("replayed_at_ms != 0"),
+            "rejected rows a replay accepted are left out: {sql}"
+        );
+        assert_eq!(binds.len(), 3);
     }
 
     #[test]

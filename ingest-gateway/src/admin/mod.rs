@@ -1,5 +1,5 @@
 //! The admin API (`POWEHI_ADMIN_ADDR`): data sources, event schemas, the event
-//! log and profiles, JSON under `/v1`, every route behind `Authorization: Bearer`.
+//! log, replays of rejected events and profiles, JSON under `/v1`, every route behind `Authorization: Bearer`.
 //!
 //! Writes go to the config log and answer once this gateway has applied them
 //! (see [`crate::configlog`]); reads answer from the applied snapshot.
@@ -8,6 +8,7 @@ mod datasources;
 mod error;
 mod events;
 mod profiles;
+mod replays;
 mod schemas;
 
 use actix_web::body::MessageBody;
@@ -59,6 +60,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 web::post().to(datasources::rotate_identity_secret),
             )
             .route("/datasources/{id}/events", web::get().to(events::list))
+            .route("/datasources/{id}/replays", web::post().to(replays::create))
+            .route(
+                "/datasources/{id}/replays/{job}",
+                web::get().to(replays::get),
+            )
             .route("/profiles/{profile_id}", web::get().to(profiles::get))
             .route("/schemas", web::get().to(schemas::list))
             .route("/schemas/{event_type}", web::put().to(schemas::put))
