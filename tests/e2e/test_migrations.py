@@ -40,6 +40,9 @@ EVENTS_COLUMNS = {
     "user_agent": "String",
     "origin": "String",
     "referer": "String",
+    "replayed_at_ms": "UInt64",
+    "rejected_at_ms": "UInt64",
+    "replay_job": "String",
 }
 REJECTED_COLUMNS = {
     "event_id": "String",
@@ -57,10 +60,13 @@ REJECTED_COLUMNS = {
     "user_agent": "String",
     "origin": "String",
     "referer": "String",
+    "replayed_at_ms": "UInt64",
+    "replay_job": "String",
 }
 EVENT_LOG_COLUMNS = {
     "event_id", "scope", "event_type", "session_id", "status", "received_at", "reasons",
     "event_time_ms", "corrected_time_ms", "client_ip", "user_agent", "origin", "referer",
+    "rejected_at_ms", "replayed_at_ms", "replay_job",
 }
 
 # event_log as databases migrated before 0003_request_context.sql have it.

@@ -528,6 +528,16 @@ mod tests {
         let served = one_per_record(fetched, 3);
         let ids: Vec<&str> = served.iter().map(|r| r.event_id.as_str()).collect();
         assert_eq!(ids, vec!["c", "b", "a"]);
+        // A replayed event: its accepted row sorts first among equals, the
+        // rejected one with the same identity is not served.
+        let mut rejected = log_row("r", 2, 7);
+        rejected.status = "rejected".into();
+        let served = one_per_record(vec![log_row("r", 2, 7), rejected, log_row("q", 0, 1)], 10);
+        let statuses: Vec<(&str, &str)> = served
+            .iter()
+            .map(|r| (r.event_id.as_str(), r.status.as_str()))
+            .collect();
+        assert_eq!(statuses, vec![("r", "accepted"), ("q", "accepted")]);
         let (sql, _) = build_sql(&Filters {
             scope: "demo".into(),
             event_type: None,
@@ -543,6 +553,10 @@ mod tests {
         assert!(
             sql.ends_with("LIMIT 200"),
             "twice the page, and no LIMIT BY: {sql}"
+        );
+        assert!(
+            sql.contains("kafka_offset DESC, status ASC LIMIT"),
+            "accepted before rejected among equals: {sql}"
         );
     }
 
