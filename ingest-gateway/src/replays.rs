@@ -266,25 +266,41 @@ async fn page(
     Ok(rows)
 }
 
-/// Every candidate of `filters`, up to `limit`, a page at a time.
-pub async fn read_all(
+/// What a dry run answers: how many candidates were judged, how many would
+/// pass, and the others' reasons (events per code).
+#[derive(Debug, Default)]
+pub struct Verdicts {
+    pub checked: u64,
+    pub would_pass: u64,
+    pub failing: BTreeMap<&'static str, u64>,
+}
+
+/// Judges the first `limit` candidates of `filters` against `config`, a page
+/// at a time (memory holds one page, whatever `limit`).
+pub async fn judge_all(
     client: &Client,
     scope: &str,
     filters: &Filters,
     limit: u32,
     page_size: u32,
-) -> Result<Vec<Candidate>, String> {
-    let mut all = Vec::new();
+    config: &ConfigSnapshot,
+) -> Result<Verdicts, String> {
+    let mut verdicts = Verdicts::default();
     let mut after = None;
-    while all.len() < limit as usize {
-        let want = page_size.min(limit - all.len() as u32);
+    while verdicts.checked < u64::from(limit) {
+        let want = u64::from(page_size).min(u64::from(limit) - verdicts.checked) as u32;
         let rows = page(client, scope, filters, after.as_ref(), want).await?;
         let Some(last) = rows.last() else { break };
         after = Some(after_of(last));
-        all.extend(rows);
+        for candidate in rows.iter().take(want as usize) {
+            verdicts.checked += 1;
+            match judge(candidate, scope, config) {
+                Ok(()) => verdicts.would_pass += 1,
+                Err(reasons) => count_codes(&reasons, &mut verdicts.failing),
+            }
+        }
     }
-    all.truncate(limit as usize);
-    Ok(all)
+    Ok(verdicts)
 }
 
 fn after_of(row: &Candidate) -> After {
@@ -553,7 +569,7 @@ where
 }
 
 /// Reasons counted by code, for a dry run's answer.
-pub fn count_codes(reasons: &[Reason], into: &mut BTreeMap<&'static str, u64>) {
+fn count_codes(reasons: &[Reason], into: &mut BTreeMap<&'static str, u64>) {
     let mut seen = HashSet::new();
     for reason in reasons {
         if seen.insert(reason.code) {

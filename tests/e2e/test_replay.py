@@ -128,6 +128,9 @@ def test_replay_stores_rejected_events_once_and_again_adds_nothing(names, start_
     dry = replay(admin, scope, {"dryRun": True, "reasonCode": "unknown_event_type", "eventType": "purchase"}, status=200)
     assert (dry["matched"], dry["checked"], dry["wouldPass"], dry["wouldFail"]) == (45, 45, 40, 5), dry
     assert dry["failing"] == {"missing_property": 5} and dry["truncated"] is False, dry
+    part = replay(admin, scope, {"dryRun": True, "maxEvents": 10}, status=200)
+    assert (part["matched"], part["checked"], part["truncated"]) == (45, 10, True), part
+    assert part["wouldPass"] + part["wouldFail"] == 10, part
     assert ch_scalar(f"SELECT count() FROM {db}.events WHERE event_type = 'purchase'") == "0", "a dry run sends nothing"
     too_many = admin.post(f"/v1/datasources/{seg(scope)}/replays", {"maxEvents": 44})
     assert_error(too_many, 400, "too_many_events")

@@ -6,8 +6,6 @@
 //! functions); nothing is sent and no job is kept. Otherwise the job is saved
 //! as running and answered 202; it runs in the background of this gateway.
 
-use std::collections::BTreeMap;
-
 use actix_web::http::header::LOCATION;
 use actix_web::{web, HttpResponse};
 use proto::reason::ReasonCode;
@@ -195,24 +193,17 @@ async fn dry_run(
     let matched = replays::count(client, scope, filters)
         .await
         .map_err(unavailable)?;
-    let candidates = replays::read_all(
+    let verdicts = replays::judge_all(
         client,
         scope,
         filters,
         filters.max_events,
         state.config.replay_batch_events,
+        config,
     )
     .await
     .map_err(unavailable)?;
-    let mut would_pass = 0u64;
-    let mut failing = BTreeMap::new();
-    for candidate in &candidates {
-        match replays::judge(candidate, scope, config) {
-            Ok(()) => would_pass += 1,
-            Err(reasons) => replays::count_codes(&reasons, &mut failing),
-        }
-    }
-    let checked = candidates.len() as u64;
+    let checked = verdicts.checked;
     Ok(HttpResponse::Ok().json(json!({
         "dryRun": true,
         "dataSource": scope,
@@ -220,9 +211,9 @@ async fn dry_run(
         "matched": matched,
         "checked": checked,
         "truncated": matched > checked,
-        "wouldPass": would_pass,
-        "wouldFail": checked - would_pass,
-        "failing": failing,
+        "wouldPass": verdicts.would_pass,
+        "wouldFail": checked - verdicts.would_pass,
+        "failing": verdicts.failing,
     })))
 }
 
