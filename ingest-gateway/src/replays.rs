@@ -525,8 +525,10 @@ async fn send_everything(
                 .map_err(|e| e.to_string())
         })
         .await?;
-        job.sent += rows.len() as u64;
-        state.metrics.replayed_events.inc_by(rows.len() as u64);
+        // What was sent: a row that is not JSON (never a worker's schema
+        // rejection) is logged above and left out, so `pending` can reach 0.
+        job.sent += records.len() as u64;
+        state.metrics.replayed_events.inc_by(records.len() as u64);
         retried("saving the job's progress", || {
             let mut saved = job.clone();
             async move { save(client, &mut saved).await.map(|()| saved) }
