@@ -200,6 +200,41 @@ mod tests {
     }
 
     #[test]
+    fn a_replay_goes_by_its_records_position_not_its_identity() {
+        // A replay (record 3/100) of the rejected record 1/7.
+        let payload = br#"{"v":1,"id":"e1","scope":"demo","receivedAt":1,
+            "replay":{"job":"j","partition":1,"offset":7,"rejectedAt":1,"replayedAt":2},
+            "event":{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"}}"#;
+        let position = Position {
+            partition: 3,
+            offset: 100,
+        };
+        let mut batch = Batch::default();
+        batch.push(
+            decode(payload, position, 0, &Default::default()),
+            position,
+            10,
+        );
+        assert_eq!(
+            batch.rejected[0].kafka_offset, 7,
+            "stored as the rejected record"
+        );
+        assert_eq!(
+            batch.lowest_offsets().into_iter().collect::<Vec<_>>(),
+            vec![(3, 100)]
+        );
+        assert_eq!(
+            batch.drop_stored(1, &[(7, false)]),
+            0,
+            "the rejected record being stored does not make its replay stored"
+        );
+        batch.drop_partitions(&[1]);
+        assert_eq!(batch.rows(), 1, "kept while its own partition is owned");
+        batch.drop_partitions(&[3]);
+        assert_eq!(batch.rows(), 0);
+    }
+
+    #[test]
     fn full_by_rows_or_bytes() {
         let limits = Limits {
             max_rows: 2,
