@@ -4,6 +4,11 @@
 //! A batch is written when it is full (rows or bytes) or old (age of its first
 //! record), whichever comes first, so memory is bounded and the event log is
 //! never staler than the age limit plus one insert.
+//!
+//! Everything here goes by where each row's record sits in Kafka
+//! ([`EventRow::record`]), not by the row's identity: they differ for a replay
+//! (see [`crate::replay`]), whose record must be dropped with its own
+//! partition, and which is never found stored under its own position.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -100,10 +105,10 @@ impl Batch {
     /// Forgets everything of partitions this worker no longer owns: their new
     /// owner reads them again from the last committed offset.
     pub fn drop_partitions(&mut self, revoked: &[i32]) {
-        let owned = |partition: u32| !revoked.contains(&(partition as i32));
-        self.events.retain(|row| owned(row.kafka_partition));
-        self.rejected.retain(|row| owned(row.kafka_partition));
-        self.to_feed.retain(|row| owned(row.kafka_partition));
+        let owned = |record: Position| !revoked.contains(&record.partition);
+        self.events.retain(|row| owned(row.record));
+        self.rejected.retain(|row| owned(row.record));
+        self.to_feed.retain(|row| owned(row.record));
         self.partitions
             .retain(|partition| !revoked.contains(partition));
         if self.partitions.is_empty() {
@@ -124,18 +129,11 @@ impl Batch {
     /// `events` or `rejected_events`.
     pub fn lowest_offsets(&self) -> BTreeMap<i32, i64> {
         let mut lowest = BTreeMap::new();
-        let positions = self
-            .events
-            .iter()
-            .map(|r| (r.kafka_partition, r.kafka_offset));
-        let positions = positions.chain(
-            self.rejected
-                .iter()
-                .map(|r| (r.kafka_partition, r.kafka_offset)),
-        );
-        for (partition, offset) in positions {
-            let entry = lowest.entry(partition as i32).or_insert(offset as i64);
-            *entry = (*entry).min(offset as i64);
+        let records = self.events.iter().map(|r| r.record);
+        let records = records.chain(self.rejected.iter().map(|r| r.record));
+        for Position { partition, offset } in records {
+            let entry = lowest.entry(partition).or_insert(offset);
+            *entry = (*entry).min(offset);
         }
         lowest
     }
@@ -144,19 +142,20 @@ impl Batch {
     /// from what is to be written; accepted ones still get their profile feed.
     /// Returns how many.
     pub fn drop_stored(&mut self, partition: i32, stored: &[(u64, bool)]) -> usize {
-        let is_stored = |p: u32, o: u64| {
-            p as i32 == partition
-                && stored
-                    .binary_search_by_key(&o, |(offset, _)| *offset)
-                    .is_ok()
+        let is_stored = |record: Position| {
+            record.partition == partition
+                && u64::try_from(record.offset).is_ok_and(|o| {
+                    stored
+                        .binary_search_by_key(&o, |(offset, _)| *offset)
+                        .is_ok()
+                })
         };
         let (stored_events, events): (Vec<_>, Vec<_>) = std::mem::take(&mut self.events)
             .into_iter()
-            .partition(|r| is_stored(r.kafka_partition, r.kafka_offset));
+            .partition(|r| is_stored(r.record));
         self.events = events;
         let before = self.rejected.len();
-        self.rejected
-            .retain(|r| !is_stored(r.kafka_partition, r.kafka_offset));
+        self.rejected.retain(|r| !is_stored(r.record));
         let dropped = stored_events.len() + before - self.rejected.len();
         self.to_feed.extend(stored_events);
         dropped
@@ -219,6 +218,41 @@ mod tests {
             batch.lowest_offsets().into_iter().collect::<Vec<_>>(),
             vec![(0, 6), (1, 3)]
         );
+    }
+
+    #[test]
+    fn a_replay_goes_by_its_records_position_not_its_identity() {
+        // A replay (record 3/100) of the rejected record 1/7.
+        let payload = br#"{"v":1,"id":"e1","scope":"demo","receivedAt":1,
+            "replay":{"job":"j","partition":1,"offset":7,"rejectedAt":1,"replayedAt":2},
+            "event":{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"}}"#;
+        let position = Position {
+            partition: 3,
+            offset: 100,
+        };
+        let mut batch = Batch::default();
+        batch.push(
+            decode(payload, position, 0, &Default::default()),
+            position,
+            10,
+        );
+        assert_eq!(
+            batch.rejected[0].kafka_offset, 7,
+            "stored as the rejected record"
+        );
+        assert_eq!(
+            batch.lowest_offsets().into_iter().collect::<Vec<_>>(),
+            vec![(3, 100)]
+        );
+        assert_eq!(
+            batch.drop_stored(1, &[(7, false)]),
+            0,
+            "the rejected record being stored does not make its replay stored"
+        );
+        batch.drop_partitions(&[1]);
+        assert_eq!(batch.rows(), 1, "kept while its own partition is owned");
+        batch.drop_partitions(&[3]);
+        assert_eq!(batch.rows(), 0);
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! - [`partitions`]: each owned partition's state (assigned → loading → live).
 //! - [`rows`]: a record becomes an `events` or `rejected_events` row.
 //! - [`batch`]: rows and offsets waiting for the next insert.
-//! - [`replay`]: why a record is never written twice.
+//! - [`replay`]: why a record is never written twice, and a replayed
+//!   rejected event stored once.
 //! - [`retention`]: months older than `POWEHI_RETENTION_DAYS` dropped.
 //! - [`dedup`]: producer retries (same itemId) dropped within a window.
 //! - [`profiles`]: why profiles stay right with many workers and under replay.

@@ -31,6 +31,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("../../deploy/clickhouse/migrations/0003_request_context.sql"),
     ),
     (
+        "0004_replays.sql",
+        include_str!("../../deploy/clickhouse/migrations/0004_replays.sql"),
+    ),
+    (
         "0005_erasures.sql",
         include_str!("../../deploy/clickhouse/migrations/0005_erasures.sql"),
     ),
@@ -296,6 +300,6 @@ mod tests {
             .map(Step::of)
             .filter(|s| matches!(s, Step::AddColumn { .. }))
             .count();
-        assert_eq!(additions, 13);
+        assert_eq!(additions, 18);
     }
 }

@@ -57,6 +57,55 @@
 //!   failed after `events` committed so `stored_positions` misses a row) is a
 //!   second copy that step 2 and 3 absorb.
 //!
+//! **Replays of rejected events (admin replay jobs).** A job sends a rejected
+//! event back to the raw topic as a *new* record, marked with the Kafka
+//! position of the rejected one ([`proto::ReplayMarker`]); ingest-gateway's
+//! `replays` module sends them. Promised: whatever number of times one
+//! rejected event is replayed (a job run twice, a job whose gateway is killed
+//! half-way and the replay requested again, two jobs at once), readers see it
+//! once: accepted in `events FINAL`, the profile tables and `event_log` (which
+//! then hides its rejected row), or still rejected, with the reasons of the
+//! latest replay. Why:
+//! 4. Identity, not arrival, makes a row: a replay's rows take the rejected
+//!    record's `(kafka_partition, kafka_offset)`, its event id, received time
+//!    and event (so the same month partition and the same sort key of
+//!    `events`, see [`crate::rows`]). Every replay of one rejected record is
+//!    therefore, for storage, a repeated write of one record (step 2): copies
+//!    in `events` collapse, and the profile aggregates, keyed on the Kafka
+//!    position (step 3), count it once. A replay rejected again writes a
+//!    `rejected_events` row with the rejected row's sort key, which replaces
+//!    it (ReplacingMergeTree without a version keeps the row written last).
+//! 5. The verdict is the record's: a replay carries the config position the
+//!    job was created at, and the worker judges it by the schemas as of that
+//!    stamp (waiting for its follower to reach it), so every decode of one
+//!    replay record gives the same row (step 1). Two replays of one event
+//!    with different stamps may differ (a schema changed in between); the
+//!    last written wins in each table, and `event_log` shows the accepted row
+//!    if there is one.
+//! 6. The worker's bookkeeping goes by the replay record's own position
+//!    ([`crate::rows::EventRow::record`]): its partition's commit, a revoke
+//!    dropping its rows, and the takeover guard. No row is ever stored under
+//!    a replay record's own position, so the guard never skips one, and a
+//!    replay written but not committed when its worker dies is written again
+//!    by the next owner, which step 4 absorbs. The guard cannot be fooled the
+//!    other way either: the rejected record's position is stored (as
+//!    rejected, and after the replay as accepted), and if that original record
+//!    is ever read again it is skipped, or decoded by its own stamp as
+//!    rejected and not written.
+//! 7. The itemId window still applies to a replay (it is an accepted row with
+//!    the event's itemId and received time): a replay whose itemId repeats an
+//!    event stored within the window before it is a producer retry and is
+//!    dropped, the stored copy standing for it; a second replay of an event a
+//!    replay stored is dropped the same way, which is harmless (step 4 would
+//!    have collapsed it).
+//! 8. `event_log` leaves out a rejected row whose identity `events` holds as
+//!    replayed (an anti-join on the rows with `replayed_at_ms != 0`, cheap
+//!    because it reads one nearly constant column, measured in the README);
+//!    the event-log API sorts the accepted row first among equals and serves
+//!    one row per identity. A job selects only rejected rows that no replay
+//!    has stored as accepted yet, so re-running it sends only what still
+//!    fails (and what was in flight).
+//!
 //! Stated limits: the raw topic must not be recreated under the same database
 //! (offsets restart at 0 and old positions would read as stored). A record is
 //! validated against the latest schema its worker knows (at least as recent as

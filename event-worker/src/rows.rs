@@ -3,6 +3,11 @@
 //! Every record becomes exactly one row: an [`EventRow`] for an accepted event, a
 //! [`RejectedRow`] for an event the gateway refused or a record that is not an
 //! envelope at all (a poison record is stored, never retried, never stalls).
+//!
+//! A row's identity is the Kafka position in `kafka_partition`/`kafka_offset`:
+//! the record's own, except for a replay of a rejected event, whose rows keep
+//! the rejected record's position (see [`crate::replay`]). Where the record
+//! itself sits is in [`EventRow::record`], for the batch's bookkeeping.
 
 use clickhouse::Row;
 use proto::config::ConfigSnapshot;
@@ -56,6 +61,17 @@ pub struct EventRow {
     /// The source's policy the event was ingested under
     /// ([`proto::config::EventPolicy::label`]): `reject/trim`, `accept/keep`, …
     pub policy: String,
+    /// When a replay job sent this event (epoch ms); 0 when not replayed.
+    pub replayed_at_ms: u64,
+    /// When the rejection a replay stored as accepted was stored (epoch ms).
+    pub rejected_at_ms: u64,
+    /// The replay job, '' when not replayed.
+    pub replay_job: String,
+    /// Where the record sits in Kafka (not a column): what the batch commits,
+    /// drops on a revoke and looks up as stored. The same as the row's
+    /// identity except for a replay.
+    #[serde(skip)]
+    pub record: Position,
 }
 
 /// The columns of an [`EventRow`] the profile views read: a row of the Null
@@ -118,6 +134,11 @@ pub struct RejectedRow {
     pub referer: String,
     /// As in [`EventRow::policy`]; '' for a record that is not an envelope.
     pub policy: String,
+    /// As in [`EventRow`]: a replay rejected again.
+    pub replayed_at_ms: u64,
+    pub replay_job: String,
+    #[serde(skip)]
+    pub record: Position,
 }
 
 #[derive(Debug)]
@@ -143,7 +164,7 @@ pub fn is_suppressed(decoded: &Decoded, config: &ConfigSnapshot) -> bool {
 }
 
 /// Where a record sits in Kafka.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Position {
     pub partition: i32,
     pub offset: i64,
@@ -181,23 +202,48 @@ pub fn decode(
         Err(problem) => return Decoded::Poison(poison_row(payload, problem, position, record_ms)),
         Ok(envelope) => envelope,
     };
+    let mut decoded = decode_envelope(&envelope, identity(&envelope, position), config);
+    match &mut decoded {
+        Decoded::Accepted(row) => row.record = position,
+        Decoded::Rejected(row) | Decoded::Poison(row) => row.record = position,
+    }
+    decoded
+}
+
+/// The position a record's rows are stored under: the record's own, or for
+/// a replay the rejected record's (see [`crate::replay`]).
+fn identity(envelope: &Envelope<'_>, record: Position) -> Position {
+    match &envelope.replay {
+        None => record,
+        Some(marker) => Position {
+            partition: i32::try_from(marker.partition).unwrap_or(i32::MAX),
+            offset: i64::try_from(marker.offset).unwrap_or(i64::MAX),
+        },
+    }
+}
+
+fn decode_envelope(
+    envelope: &Envelope<'_>,
+    position: Position,
+    config: &ConfigSnapshot,
+) -> Decoded {
     if !envelope.refusals.is_empty() {
         let refusals = envelope.refusals.clone();
-        return Decoded::Rejected(rejected_row(&envelope, "gateway", &refusals, position));
+        return Decoded::Rejected(rejected_row(envelope, "gateway", &refusals, position));
     }
     let fields = match check_event(envelope.event, &envelope.scope) {
         Ok(fields) => fields,
         Err(reason) => {
-            return Decoded::Rejected(rejected_row(&envelope, "worker", &[reason], position))
+            return Decoded::Rejected(rejected_row(envelope, "worker", &[reason], position))
         }
     };
     let schema = config.schema_as_of(&fields.event_type, envelope.config_position);
     match validate_under(envelope.policy, schema.map(|s| &s.schema), &fields) {
         Ok(validated) => {
             let version = schema.map_or(0, |s| s.version);
-            Decoded::Accepted(event_row(&envelope, &fields, validated, version, position))
+            Decoded::Accepted(event_row(envelope, &fields, validated, version, position))
         }
-        Err(reasons) => Decoded::Rejected(rejected_row(&envelope, "worker", &reasons, position)),
+        Err(reasons) => Decoded::Rejected(rejected_row(envelope, "worker", &reasons, position)),
     }
 }
 
@@ -262,6 +308,13 @@ fn event_row(
             .context
             .map_or_else(String::new, |raw| raw.get().to_string()),
         policy: envelope.policy.label().to_string(),
+        replayed_at_ms: envelope.replay.as_ref().map_or(0, |m| m.replayed_at_ms),
+        rejected_at_ms: envelope.replay.as_ref().map_or(0, |m| m.rejected_at_ms),
+        replay_job: envelope
+            .replay
+            .as_ref()
+            .map_or_else(String::new, |m| m.job.clone()),
+        record: position,
     }
 }
 
@@ -299,6 +352,12 @@ fn rejected_row(
         origin: envelope.context.origin.to_string(),
         referer: envelope.context.referer.to_string(),
         policy: envelope.policy.label().to_string(),
+        replayed_at_ms: envelope.replay.as_ref().map_or(0, |m| m.replayed_at_ms),
+        replay_job: envelope
+            .replay
+            .as_ref()
+            .map_or_else(String::new, |m| m.job.clone()),
+        record: position,
     }
 }
 
@@ -329,6 +388,9 @@ fn poison_row(payload: &[u8], problem: String, position: Position, record_ms: i6
         origin: String::new(),
         referer: String::new(),
         policy: String::new(),
+        replayed_at_ms: 0,
+        replay_job: String::new(),
+        record: position,
     }
 }
 
@@ -558,6 +620,59 @@ mod tests {
             row.received_at_ms, 1_700_000_000_999,
             "the record's time, so a second decode gives the same row"
         );
+    }
+
+    #[test]
+    fn a_replay_is_stored_under_the_rejected_records_identity() {
+        let event = r#"{"eventType":"view","sessionId":"s","scope":"demo","source":{"itemId":"i","itemType":"t"},
+            "properties":{"a":1},"timeStamp":"2021-10-15T18:49:00Z"}"#;
+        let replay = |job: &str| {
+            format!(
+                r#""replay":{{"job":"{job}","partition":1,"offset":7,"rejectedAt":5000,"replayedAt":9000}},"#
+            )
+        };
+        let first = Position {
+            partition: 3,
+            offset: 100,
+        };
+        let again = Position {
+            partition: 4,
+            offset: 555,
+        };
+        let Decoded::Accepted(row) = decode(&envelope(event, &replay("j1")), first) else {
+            panic!("accepted")
+        };
+        let Decoded::Accepted(second) = decode(&envelope(event, &replay("j2")), again) else {
+            panic!("accepted")
+        };
+        for row in [&row, &second] {
+            assert_eq!(
+                (row.kafka_partition, row.kafka_offset),
+                (1, 7),
+                "the rejected record's"
+            );
+            assert_eq!(
+                (row.event_id.as_str(), row.received_at_ms),
+                ("e1", 1_700_000_000_123)
+            );
+            assert_eq!((row.replayed_at_ms, row.rejected_at_ms), (9_000, 5_000));
+        }
+        assert_eq!(
+            (row.record, second.record),
+            (first, again),
+            "the records' own"
+        );
+        assert_eq!(row.replay_job, "j1");
+        let invalid = r#"{"eventType":"view","sessionId":"s","scope":"demo","timeStamp":"2021-10-15T18:49:00Z"}"#;
+        let Decoded::Rejected(row) = decode(&envelope(invalid, &replay("j3")), first) else {
+            panic!("still invalid")
+        };
+        assert_eq!(
+            (row.kafka_partition, row.kafka_offset, row.record),
+            (1, 7, first)
+        );
+        assert_eq!((row.replay_job.as_str(), row.replayed_at_ms), ("j3", 9_000));
+        assert!(row.reasons.contains("missing_property"), "{}", row.reasons);
     }
 
     #[test]

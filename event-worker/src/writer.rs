@@ -559,6 +559,9 @@ fn refused_event(row: EventRow, error: &str) -> RejectedRow {
         origin: row.origin,
         referer: row.referer,
         policy: row.policy,
+        replayed_at_ms: row.replayed_at_ms,
+        replay_job: row.replay_job,
+        record: row.record,
     }
 }
 

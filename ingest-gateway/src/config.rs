@@ -160,6 +160,22 @@ pub struct Config {
     )]
     pub kafka_compression: String,
 
+    /// Most rejected events one replay job may send (`POST
+    /// /v1/datasources/{id}/replays`); a request matching more is refused
+    /// (narrow its filters, or replay in several jobs).
+    #[arg(long, env = "POWEHI_REPLAY_MAX_EVENTS", default_value_t = 100_000)]
+    pub replay_max_events: u32,
+
+    /// Rejected events a replay job reads and sends to Kafka per step; its
+    /// progress is saved after each step.
+    #[arg(long, env = "POWEHI_REPLAY_BATCH_EVENTS", default_value_t = 500)]
+    pub replay_batch_events: u32,
+
+    /// Pause between two steps of a replay job, to spread a large replay
+    /// over time (0: none). The e2e tests use it to kill a replay half-way.
+    #[arg(long, env = "POWEHI_REPLAY_PAUSE_MS", default_value_t = 0)]
+    pub replay_pause_ms: u64,
+
     /// HTTP worker threads (default: one per core).
     /// The workers' consumer group: an erasure waits until its committed
     /// offsets pass what the raw topic held when the erasure was asked.
@@ -242,6 +258,11 @@ impl Config {
             .is_some_and(|t| t.trim().len() < 8)
         {
             return Err("POWEHI_ADMIN_TOKEN must be at least 8 characters".into());
+        }
+        if self.replay_max_events == 0 || self.replay_batch_events == 0 {
+            return Err(
+                "POWEHI_REPLAY_MAX_EVENTS and POWEHI_REPLAY_BATCH_EVENTS must be positive".into(),
+            );
         }
         if self.raw_topic_partitions < 1 {
             return Err("POWEHI_RAW_TOPIC_PARTITIONS must be at least 1".into());

@@ -12,6 +12,7 @@
 //!   [`console`]: the web console on that listener (assets, sign-in, CSRF).
 //! - [`erasure`]: erasure and suppression of a profile, as jobs (the guarantee
 //!   is argued there).
+//! - [`replays`]: replay jobs, rejected events sent back through the raw topic.
 //! - [`routes`]: both listeners' route tables; [`openapi`]: their OpenAPI
 //!   documents (`ingest-gateway/openapi/`), served at `/openapi.json`.
 //! - [`listener`]: how both listeners serve HTTP; [`segment`]: Segment's API;
@@ -48,6 +49,7 @@ pub mod openapi;
 pub mod profiles;
 pub mod protocol_errors;
 pub mod ratelimit;
+pub mod replays;
 pub mod request_context;
 pub mod routes;
 pub mod segment;
@@ -94,6 +96,8 @@ pub struct AppState {
     /// `POWEHI_TRUSTED_PROXIES`, parsed (see [`request_context`]).
     pub trusted_proxies: Vec<request_context::IpNet>,
     pub metrics: Arc<Metrics>,
+    /// The replay jobs this process runs (their state is in ClickHouse).
+    pub replays: replays::Replays,
     /// Set by the readiness probe: the broker answers and the raw topic exists.
     pub kafka_ready: AtomicBool,
     /// The bootstrap file is applied (and so visible in the registry). Set
@@ -172,6 +176,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         console_sessions: console::Sessions::default(),
         trusted_proxies: config.trusted_proxy_ranges(),
         metrics,
+        replays: replays::Replays::default(),
         kafka_ready: AtomicBool::new(false),
         bootstrapped: AtomicBool::new(false),
         config: config.clone(),

@@ -41,6 +41,8 @@ pub struct Metrics {
     /// Ingest body bytes by Content-Encoding, as received and as decoded.
     pub body_bytes: IntCounterVec,
     pub body_bytes_in_progress: IntGauge,
+    /// Rejected events sent back to the raw topic by replay jobs.
+    pub replayed_events: IntCounter,
 }
 
 impl Metrics {
@@ -137,8 +139,15 @@ impl Metrics {
                 "powehi_gateway_config_catch_ups_total",
                 "Requests restamped after catching up with the config log for an unknown event type",
             )?,
+            replayed_events: IntCounter::new(
+                "powehi_gateway_replayed_events_total",
+                "Rejected events sent back to the raw topic by replay jobs",
+            )?,
             registry,
         };
+        metrics
+            .registry
+            .register(Box::new(metrics.replayed_events.clone()))?;
         metrics
             .registry
             .register(Box::new(metrics.http_requests.clone()))?;

@@ -187,7 +187,7 @@ pub fn admin(routes: &mut Routes<'_>, openapi_document: &web::Bytes) {
 /// The admin API under `/v1`, every route behind the bearer token
 /// ([`admin::configure`] wraps them).
 pub fn admin_v1(routes: &mut Routes<'_>) {
-    use admin::{counts, datasources, erasures, events, profiles, schemas};
+    use admin::{counts, datasources, erasures, events, profiles, replays, schemas};
     use Method as M;
     routes.add(M::POST, "/datasources", web::to(datasources::create));
     routes.add(M::GET, "/datasources", web::to(datasources::list));
@@ -232,6 +232,16 @@ pub fn admin_v1(routes: &mut Routes<'_>) {
         M::GET,
         "/datasources/{id}/event-counts",
         web::to(counts::per_minute),
+    );
+    routes.add(
+        M::POST,
+        "/datasources/{id}/replays",
+        web::to(replays::create),
+    );
+    routes.add(
+        M::GET,
+        "/datasources/{id}/replays/{jobId}",
+        web::to(replays::get),
     );
     routes.add(M::GET, "/profiles/{profileId}", web::to(profiles::get));
     routes.add(

@@ -56,8 +56,31 @@ pub struct Envelope<'a> {
     /// Why the gateway refused the event; empty when it was accepted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refusals: Vec<Reason>,
+    /// Set on a replay of a rejected event (an admin replay job): the worker
+    /// stores the event under the rejected record's identity, not this
+    /// record's (the argument is in event-worker's `replay` module).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay: Option<ReplayMarker>,
     #[serde(borrow)]
     pub event: &'a RawValue,
+}
+
+/// Where the rejected event a replay record carries was first stored, and
+/// when it was rejected and replayed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayMarker {
+    /// The replay job that sent it.
+    pub job: String,
+    /// Kafka partition and offset of the rejected record: the identity its
+    /// rows keep.
+    pub partition: u32,
+    pub offset: u64,
+    /// When the rejection was stored (`rejected_events.inserted_at`), epoch ms.
+    #[serde(rename = "rejectedAt")]
+    pub rejected_at_ms: u64,
+    /// When the job sent it, epoch ms.
+    #[serde(rename = "replayedAt")]
+    pub replayed_at_ms: u64,
 }
 
 /// What the gateway knows of a request's sender, kept per event so analysts
@@ -107,6 +130,7 @@ impl<'a> Envelope<'a> {
             context: RequestContext::default(),
             policy: EventPolicy::default(),
             refusals: Vec::new(),
+            replay: None,
             event,
         }
     }
@@ -155,6 +179,27 @@ mod tests {
         assert_eq!(decoded.refusals[0].code, ReasonCode::ScopeMismatch);
         assert!(decoded.context.is_empty());
         assert!(decoded.policy.is_default());
+        assert!(decoded.replay.is_none());
+        assert!(!String::from_utf8_lossy(&bytes).contains("replay"));
+    }
+
+    #[test]
+    fn a_replay_marker_travels() {
+        let Ok(event) = RawValue::from_string("{}".to_string()) else {
+            panic!("raw value")
+        };
+        let mut envelope = Envelope::new(Cow::Borrowed("e1"), "demo", 1, &event);
+        let marker = ReplayMarker {
+            job: "j1".into(),
+            partition: 3,
+            offset: 42,
+            rejected_at_ms: 5_000,
+            replayed_at_ms: 9_000,
+        };
+        envelope.replay = Some(marker.clone());
+        let bytes = envelope.to_bytes();
+        let decoded = Envelope::from_bytes(&bytes).map(|e| e.replay);
+        assert_eq!(decoded, Ok(Some(marker)));
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub mod text;
 pub mod time;
 pub mod topics;
 
-pub use envelope::{Envelope, RequestContext};
+pub use envelope::{Envelope, ReplayMarker, RequestContext};
 pub use event::{
     anonymous_profile_id, best_effort_ids, check_event, profile_of, BestEffortIds, EventFields,
     ItemRef,

@@ -42,6 +42,9 @@ EVENTS_COLUMNS = {
     "referer": "String",
     "context": "String",
     "policy": "String",
+    "replayed_at_ms": "UInt64",
+    "rejected_at_ms": "UInt64",
+    "replay_job": "String",
 }
 REJECTED_COLUMNS = {
     "event_id": "String",
@@ -60,11 +63,14 @@ REJECTED_COLUMNS = {
     "origin": "String",
     "referer": "String",
     "policy": "String",
+    "replayed_at_ms": "UInt64",
+    "replay_job": "String",
 }
 EVENT_LOG_COLUMNS = {
     "event_id", "scope", "event_type", "session_id", "status", "received_at", "reasons",
     "event_time_ms", "corrected_time_ms", "client_ip", "user_agent", "origin", "referer",
     "context", "policy",
+    "rejected_at_ms", "replayed_at_ms", "replay_job",
 }
 
 # event_log as databases migrated before 0003_request_context.sql have it.

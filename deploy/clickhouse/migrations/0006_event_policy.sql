@@ -21,6 +21,11 @@ ALTER TABLE {database}.rejected_events ADD COLUMN IF NOT EXISTS policy String DE
 -- each Kafka record once (FINAL collapses a repeated write not merged yet).
 -- A rejected event's corrected time is its event_time (nothing was corrected), and
 -- its context is in its raw event.
+-- A rejected event a replay stored as accepted is shown once, as accepted (with
+-- rejected_at_ms and replayed_at_ms, 0004): its rejected row, which keeps the same
+-- identity, is left out by an anti-join on the replayed rows of `events`. The
+-- subquery reads one column of `events` (replayed_at_ms, almost all zeros) and
+-- the positions of the replayed rows; measured in the README ("Replays").
 -- A database migrated by an earlier version has an event_log without the newest
 -- columns: the runner drops it first, and this creates it again (migrations.rs).
 CREATE VIEW IF NOT EXISTS {database}.event_log AS
@@ -33,6 +38,7 @@ SELECT
     source_id, source_type, target_id, target_type,
     schema_version, kafka_partition, kafka_offset,
     client_ip, user_agent, origin, referer,
+    rejected_at_ms, replayed_at_ms, replay_job,
     context, policy
 FROM {database}.events FINAL
 UNION ALL
@@ -45,5 +51,8 @@ SELECT
     '' AS source_id, '' AS source_type, '' AS target_id, '' AS target_type,
     toUInt32(0) AS schema_version, kafka_partition, kafka_offset,
     client_ip, user_agent, origin, referer,
+    toUInt64(inserted_at) * 1000 AS rejected_at_ms, replayed_at_ms, replay_job,
     '' AS context, policy
-FROM {database}.rejected_events FINAL;
+FROM {database}.rejected_events FINAL
+WHERE (kafka_partition, kafka_offset) NOT IN
+    (SELECT kafka_partition, kafka_offset FROM {database}.events WHERE replayed_at_ms != 0);

@@ -28,6 +28,9 @@ pub enum AdminError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// A replay matching more events than it may send.
+    #[error("{0}")]
+    TooManyEvents(String),
     #[error("the config log is not available: {0}")]
     ConfigUnavailable(#[from] ConfigLogError),
     #[error("the event log is not available: {0}")]
@@ -46,6 +49,7 @@ impl AdminError {
             Self::InvalidQuery(_) => "invalid_query",
             Self::InvalidCursor(_) => "invalid_cursor",
             Self::NotFound(_) => "not_found",
+            Self::TooManyEvents(_) => "too_many_events",
             Self::Conflict(_) | Self::ConfigUnavailable(ConfigLogError::Conflict(_)) => "conflict",
             Self::ConfigUnavailable(_) => "config_unavailable",
             Self::EventLogUnavailable(_) => "event_log_unavailable",
@@ -62,7 +66,8 @@ impl ResponseError for AdminError {
             | Self::InvalidSchema(_)
             | Self::InvalidRequest(_)
             | Self::InvalidQuery(_)
-            | Self::InvalidCursor(_) => StatusCode::BAD_REQUEST,
+            | Self::InvalidCursor(_)
+            | Self::TooManyEvents(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) | Self::ConfigUnavailable(ConfigLogError::Conflict(_)) => {
                 StatusCode::CONFLICT

@@ -6,6 +6,13 @@
 //! skips a row that was visible when paging began, however many events arrive
 //! meanwhile (they sort above the cursor). Every filter value is bound as a
 //! query parameter (the clickhouse crate escapes it); nothing is spliced.
+//!
+//! A rejected event a replay stored as accepted has two rows with one
+//! identity (see event-worker's `replay` module): the accepted one sorts
+//! first among equals (`status`), and the rejected one, next to it, is
+//! served no more than a repeated write is ([`one_per_record`]). Asked for
+//! rejected events only, the log leaves such rows out by an anti-join on the
+//! data source's replayed rows of `events`.
 
 use actix_web::{web, HttpResponse};
 use clickhouse::Row;
@@ -69,6 +76,9 @@ struct LogRow {
     referer: String,
     context: String,
     policy: String,
+    rejected_at_ms: u64,
+    replayed_at_ms: u64,
+    replay_job: String,
 }
 
 #[derive(Serialize)]
@@ -104,6 +114,14 @@ struct LogEntry {
     context: Option<Box<RawValue>>,
     /// The data source's policy the event was ingested under.
     policy: EventPolicy,
+    /// A replayed event (see the module doc): when it was first rejected
+    /// (accepted entries), when the replay sent it and which job.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rejected_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replayed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replay_job: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -251,10 +269,10 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
     let mut branches = Vec::new();
     let mut binds = Vec::new();
     let tables = [
-        (filters.accepted, "events", "'accepted'", "corrected_time_ms", "properties", "'[]'", "''", "source_id, source_type, target_id, target_type, schema_version, context"),
-        (filters.rejected, "rejected_events", "'rejected'", "event_time_ms AS corrected_time_ms", "'{}'", "reasons", "raw", "'' AS source_id, '' AS source_type, '' AS target_id, '' AS target_type, toUInt32(0) AS schema_version, '' AS context"),
+        (filters.accepted, "events", "'accepted'", "corrected_time_ms", "properties", "'[]'", "''", "source_id, source_type, target_id, target_type, schema_version, context", "rejected_at_ms"),
+        (filters.rejected, "rejected_events", "'rejected'", "event_time_ms AS corrected_time_ms", "'{}'", "reasons", "raw", "'' AS source_id, '' AS source_type, '' AS target_id, '' AS target_type, toUInt32(0) AS schema_version, '' AS context", "toUInt64(inserted_at) * 1000 AS rejected_at_ms"),
     ];
-    for (wanted, table, status, corrected, properties, reasons, raw, rest) in tables {
+    for (wanted, table, status, corrected, properties, reasons, raw, rest, rejected_at) in tables {
         if !wanted {
             continue;
         }
@@ -302,11 +320,20 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
                 Bind::Number(c.o),
             ]);
         }
+        if table == "rejected_events" && !filters.accepted {
+            // No accepted twin to sort before it: left out here.
+            conditions.push(
+                "(kafka_partition, kafka_offset) NOT IN (SELECT kafka_partition, kafka_offset \
+                 FROM events WHERE scope = ? AND replayed_at_ms != 0)"
+                    .into(),
+            );
+            binds.push(Bind::Text(filters.scope.clone()));
+        }
         branches.push(format!(
             "SELECT event_id, {status} AS status, event_type, session_id, profile_id, \
              event_time_ms, {corrected}, received_at_ms, {properties} AS properties, \
              {reasons} AS reasons, {raw} AS raw, {rest}, kafka_partition, kafka_offset, \
-             {CONTEXT_COLUMNS}, policy FROM {table} WHERE {}",
+             {CONTEXT_COLUMNS}, policy, {rejected_at}, replayed_at_ms, replay_job FROM {table} WHERE {}",
             conditions.join(" AND ")
         ));
     }
@@ -316,8 +343,10 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
     let sql = format!(
         "SELECT event_id, status, event_type, session_id, profile_id, event_time_ms, corrected_time_ms, \
          received_at_ms, properties, reasons, raw, source_id, source_type, target_id, target_type, \
-         schema_version, kafka_partition, kafka_offset, {CONTEXT_COLUMNS}, context, policy FROM ({}) \
-         ORDER BY received_at_ms DESC, event_id DESC, kafka_partition DESC, kafka_offset DESC LIMIT {}",
+         schema_version, kafka_partition, kafka_offset, {CONTEXT_COLUMNS}, context, policy, rejected_at_ms, \
+         replayed_at_ms, replay_job FROM ({}) \
+         ORDER BY received_at_ms DESC, event_id DESC, kafka_partition DESC, kafka_offset DESC, \
+         status ASC LIMIT {}",
         branches.join(" UNION ALL "),
         fetch_limit(filters.limit)
     );
@@ -331,7 +360,8 @@ fn fetch_limit(limit: u32) -> u32 {
 
 /// A repeated write of one Kafka record that ClickHouse has not merged away
 /// yet (see deploy/clickhouse/migrations/0001_events.sql) is two identical
-/// rows, next to each other in the page's order: one is served. A page can
+/// rows, next to each other in the page's order: one is served. So is a
+/// replayed event's accepted row, before its rejected one (see the module doc). A page can
 /// come out shorter than `limit` after a fault; the cursor still continues
 /// strictly below its last row, so nothing is skipped or repeated.
 fn one_per_record(fetched: Vec<LogRow>, limit: usize) -> Vec<LogRow> {
@@ -427,7 +457,13 @@ fn entry(row: LogRow) -> LogEntry {
             item_type: kind,
         })
     };
+    let replayed = row.replayed_at_ms > 0;
     LogEntry {
+        rejected_at: (replayed && accepted && row.rejected_at_ms > 0)
+            .then(|| time(row.rejected_at_ms))
+            .flatten(),
+        replayed_at: replayed.then(|| time(row.replayed_at_ms)).flatten(),
+        replay_job: replayed.then_some(row.replay_job),
         event_time: if row.event_time_ms > 0 {
             time(row.event_time_ms)
         } else {
@@ -507,6 +543,9 @@ mod tests {
             referer: String::new(),
             context: String::new(),
             policy: String::new(),
+            rejected_at_ms: 0,
+            replayed_at_ms: 0,
+            replay_job: String::new(),
         }
     }
 
@@ -522,6 +561,16 @@ mod tests {
         let served = one_per_record(fetched, 3);
         let ids: Vec<&str> = served.iter().map(|r| r.event_id.as_str()).collect();
         assert_eq!(ids, vec!["c", "b", "a"]);
+        // A replayed event: its accepted row sorts first among equals, the
+        // rejected one with the same identity is not served.
+        let mut rejected = log_row("r", 2, 7);
+        rejected.status = "rejected".into();
+        let served = one_per_record(vec![log_row("r", 2, 7), rejected, log_row("q", 0, 1)], 10);
+        let statuses: Vec<(&str, &str)> = served
+            .iter()
+            .map(|r| (r.event_id.as_str(), r.status.as_str()))
+            .collect();
+        assert_eq!(statuses, vec![("r", "accepted"), ("q", "accepted")]);
         let (sql, _) = build_sql(&Filters {
             scope: "demo".into(),
             event_type: None,
@@ -537,6 +586,10 @@ mod tests {
         assert!(
             sql.ends_with("LIMIT 200"),
             "twice the page, and no LIMIT BY: {sql}"
+        );
+        assert!(
+            sql.contains("kafka_offset DESC, status ASC LIMIT"),
+            "accepted before rejected among equals: {sql}"
         );
     }
 
@@ -559,10 +612,14 @@ mod tests {
         let (sql, binds) = build_sql(&filters);
         assert!(!sql.contains("OR 1=1") && !sql.contains("demo"));
         assert!(
-            !sql.contains("FROM events "),
-            "status=rejected reads only rejected_events"
+            !sql.contains("SELECT event_id, 'accepted'"),
+            "status=rejected reads no accepted rows"
         );
-        assert_eq!(binds.len(), 2);
+        assert!(
+            sql.contains("replayed_at_ms != 0"),
+            "rejected rows a replay accepted are left out: {sql}"
+        );
+        assert_eq!(binds.len(), 3);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! The admin API (`POWEHI_ADMIN_ADDR`): data sources, event schemas, the event
-//! log and profiles, JSON under `/v1`, every route behind `Authorization: Bearer`
-//! or a console session (a cookie, plus its CSRF token on writes: see
-//! [`crate::console::session`]).
+//! log, replays of rejected events, profiles and erasures, JSON under `/v1`,
+//! every route behind `Authorization: Bearer` or a console session (a cookie,
+//! plus its CSRF token on writes: see [`crate::console::session`]).
 //!
 //! Writes go to the config log and answer once this gateway has applied them
 //! (see [`crate::configlog`]); reads answer from the applied snapshot.
@@ -12,6 +12,7 @@ pub(crate) mod erasures;
 mod error;
 pub(crate) mod events;
 pub(crate) mod profiles;
+pub(crate) mod replays;
 pub(crate) mod schemas;
 
 use actix_web::body::MessageBody;
