@@ -17,7 +17,8 @@
 //! | `sessions` | the sessions of `ids` |
 //!
 //! `profile_feed` is a Null table (stores nothing); `event_log` is a view;
-//! `erasures` is the audit log and is kept. [`TABLES`] must name every table
+//! `erasures` is the audit log and is kept; `replay_jobs` holds a replay's
+//! filters and counts, nothing about a person. [`TABLES`] must name every table
 //! the migrations create, which a unit test checks.
 //!
 //! Values are bound parameters; each mutation carries the job id as a marker
@@ -50,6 +51,7 @@ pub const TABLES: &[(&str, Option<u8>)] = &[
     ("profile_members", Some(2)),
     ("profile_feed", None),
     ("erasures", None),
+    ("replay_jobs", None),
 ];
 
 /// The WHERE clause of `table` for `n` ids, with one `{ids}` per id list.
