@@ -206,6 +206,39 @@ def test_replay_stores_rejected_events_once_and_again_adds_nothing(names, start_
     assert ch_scalar(f"SELECT count() FROM {db}.events WHERE event_type = 'view'") == "1"
 
 
+def test_a_source_switched_to_accept_replays_unknown_types_untyped(names, start_gateway, start_worker):
+    """Unknown types rejected under the default policy; the source switched to
+    `unplannedEvents: accept`; a replay (its dry run too) judges them under the policy of now:
+    each is stored once, accepted untyped with every property, the policy on its row."""
+    gateway = start_gateway()
+    start_worker()
+    admin = Admin(gateway)
+    scope, db = names.client_id, names.database
+    start = datetime.now(timezone.utc) - timedelta(minutes=5)
+    sent = purchases(scope, 12, profile_id=f"buyer-{uuid.uuid4().hex[:6]}", start=start)
+    send(gateway, sent)
+    wait_rejected(db, 12)
+    dry = replay(admin, scope, {"dryRun": True}, status=200)
+    assert (dry["matched"], dry["wouldPass"]) == (12, 0), dry
+    resp = admin.request("PUT", f"/v1/datasources/{seg(scope)}/policy", json_body={"unplannedEvents": "accept"})
+    assert resp.status_code == 200, resp.text
+    dry = replay(admin, scope, {"dryRun": True}, status=200)
+    assert (dry["matched"], dry["wouldPass"], dry["wouldFail"]) == (12, 12, 0), dry
+
+    first = replay(admin, scope, {"reasonCode": "unknown_event_type"})
+    done = wait_job_done(admin, scope, first["id"])
+    assert (done["sent"], done["accepted"], done["rejected"]) == (12, 12, 0), done
+    optimize(db)
+    rows = ch_query(f"SELECT event_id, schema_version, policy, properties FROM {db}.events "
+                    f"WHERE event_type = 'purchase'")
+    assert len(rows) == 12 and len({r["event_id"] for r in rows}) == 12, rows[:3]
+    assert {(r["schema_version"], r["policy"]) for r in rows} == {(0, "accept/trim")}, rows[:3]
+    assert sorted(json.loads(r["properties"])["qty"] for r in rows) == list(range(12)), "kept as sent"
+    log = page_all(admin, scope, eventType="purchase")
+    assert len(log) == 12 and {e["status"] for e in log} == {"accepted"}, log[:2]
+    assert all(e["policy"]["unplannedEvents"] == "accept" and e["schemaVersion"] is None for e in log), log[:2]
+
+
 def test_a_replay_killed_half_way_and_requested_again_stores_each_once(names, start_gateway, start_worker):
     # 10 events a step, a second between steps: 120 events take ~12 s to send.
     slow = {"POWEHI_REPLAY_BATCH_EVENTS": "10", "POWEHI_REPLAY_PAUSE_MS": "1000"}

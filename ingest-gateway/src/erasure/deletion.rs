@@ -18,8 +18,7 @@
 //!
 //! `profile_feed` is a Null table (stores nothing); `event_log` is a view;
 //! `erasures` is the audit log and is kept; `replay_jobs` holds a replay's
-//! filters and counts, nothing about a profile (a replayed event's own row is
-//! in `events` or `rejected_events`, erased with them). [`TABLES`] must name every table
+//! filters and counts, nothing about a person. [`TABLES`] must name every table
 //! the migrations create, which a unit test checks.
 //!
 //! Values are bound parameters; each mutation carries the job id as a marker
