@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use clickhouse::{Client, Row};
 use proto::config::ConfigSnapshot;
-use proto::reason::{Reason, ReasonCode};
 use proto::config::EventPolicy;
+use proto::reason::{Reason, ReasonCode};
 use proto::schema::validate_under;
 use proto::topics::{record_key, ENVELOPE_VERSION};
 use proto::{check_event, Envelope, ReplayMarker, RequestContext};

@@ -90,9 +90,21 @@ impl ResponseError for AdminError {
     }
 }
 
-/// Reads a JSON body into `T`, naming what is wrong (syntax, unknown field,
-/// wrong type) in the answer.
+/// Reads a JSON object body into `T`, naming what is wrong (syntax, unknown
+/// field, wrong type) in the answer. Every admin body is an object: an array
+/// is refused here, because serde would read it as the struct's fields in
+/// order (`[]` as a struct whose fields all have defaults).
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(AdminError::InvalidJson(
+            "request body: must be a JSON object, not an array".into(),
+        ));
+    }
+    parse_json_value(body)
+}
+
+/// Reads any JSON body (an event to validate) into `T`, naming what is wrong.
+pub fn parse_json_value<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -129,6 +141,19 @@ mod tests {
             message.contains("maxEventsPerSecond") && message.contains("expected u32"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn an_array_is_not_read_as_the_fields_in_order() {
+        // Without the check, serde reads this as {"name":"x"} (and PUT
+        // /v1/schemas/{type} with `[]` made an empty schema version).
+        let message = parse_json::<Body>(br#" ["x", null]"#)
+            .err()
+            .map(|e| e.to_string());
+        assert!(message
+            .unwrap_or_default()
+            .contains("must be a JSON object"));
+        assert!(parse_json_value::<serde_json::Value>(b"[1]").is_ok());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use proto::schema::{check_definition, validate_event};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::error::{parse_json, AdminError};
+use super::error::{parse_json, parse_json_value, AdminError};
 use crate::AppState;
 
 /// The body of a PUT: the event type comes from the path.
@@ -142,7 +142,7 @@ pub async fn validate(
     event_type: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, AdminError> {
-    let event: Box<RawValue> = parse_json(&body)?;
+    let event: Box<RawValue> = parse_json_value(&body)?;
     let scope_of_event = serde_json::from_str::<serde_json::Value>(event.get())
         .ok()
         .and_then(|v| {
