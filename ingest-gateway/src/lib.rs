@@ -44,6 +44,7 @@ pub mod identity;
 pub mod ingest;
 pub mod json_errors;
 pub mod listener;
+pub mod log_sql;
 pub mod metrics;
 pub mod openapi;
 pub mod profiles;

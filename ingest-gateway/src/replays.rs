@@ -30,8 +30,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use clickhouse::{Client, Row};
-use proto::config::ConfigSnapshot;
-use proto::config::EventPolicy;
+use proto::config::{ConfigSnapshot, EventPolicy};
 use proto::reason::{Reason, ReasonCode};
 use proto::schema::validate_under;
 use proto::topics::{record_key, ENVELOPE_VERSION};
@@ -39,6 +38,7 @@ use proto::{check_event, Envelope, ReplayMarker, RequestContext};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::log_sql::{self, bound, ArrivalKey, Bind, Past};
 use crate::sink::OutRecord;
 use crate::AppState;
 
@@ -140,18 +140,7 @@ pub struct Candidate {
 }
 
 /// Where a job's reading stands: the sort key of the last candidate read.
-#[derive(Debug, Clone, Default)]
-struct After {
-    received_at_ms: u64,
-    event_id: String,
-    partition: u32,
-    offset: u64,
-}
-
-enum Bind {
-    Text(String),
-    Number(u64),
-}
+type After = ArrivalKey;
 
 /// The WHERE clause of the candidates of `filters` in data source `scope`:
 /// rejected by the worker for a replayable reason, matching the filters, and
@@ -195,16 +184,6 @@ fn candidates_where(scope: &str, filters: &Filters) -> (String, Vec<Bind>) {
     (conditions.join(" AND "), binds)
 }
 
-fn bound(mut query: clickhouse::query::Query, binds: Vec<Bind>) -> clickhouse::query::Query {
-    for bind in binds {
-        query = match bind {
-            Bind::Text(text) => query.bind(text),
-            Bind::Number(number) => query.bind(number),
-        };
-    }
-    query
-}
-
 async fn bounded<T>(
     call: impl std::future::Future<Output = Result<T, clickhouse::error::Error>>,
 ) -> Result<T, String> {
@@ -236,21 +215,10 @@ async fn page(
 ) -> Result<Vec<Candidate>, String> {
     let (mut conditions, mut binds) = candidates_where(scope, filters);
     if let Some(a) = after {
-        // (received_at_ms, event_id, partition, offset) > after, spelled out:
-        // ClickHouse 18.16 does not compare tuples.
-        conditions.push_str(
-            " AND (received_at_ms > ? OR (received_at_ms = ? AND (event_id > ? OR (event_id = ? AND \
-             (kafka_partition > ? OR (kafka_partition = ? AND kafka_offset > ?))))))",
-        );
-        binds.extend([
-            Bind::Number(a.received_at_ms),
-            Bind::Number(a.received_at_ms),
-            Bind::Text(a.event_id.clone()),
-            Bind::Text(a.event_id.clone()),
-            Bind::Number(u64::from(a.partition)),
-            Bind::Number(u64::from(a.partition)),
-            Bind::Number(a.offset),
-        ]);
+        let (past, past_binds) = log_sql::past(a, Past::Above);
+        conditions.push_str(" AND ");
+        conditions.push_str(&past);
+        binds.extend(past_binds);
     }
     let sql = format!(
         "SELECT event_id, session_id, received_at_ms, toUInt64(inserted_at) * 1000 AS rejected_at_ms, \

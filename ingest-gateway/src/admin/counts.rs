@@ -51,19 +51,8 @@ struct Bucket {
 
 /// The range asked for, checked: `[from, to)` in epoch ms.
 fn range(query: &CountsQuery, now_ms: u64) -> Result<(u64, u64), AdminError> {
-    let time = |name: &str, value: &Option<String>| -> Result<Option<u64>, AdminError> {
-        value
-            .as_deref()
-            .map(|text| {
-                proto::time::parse_iso8601(text)
-                    .map(|t| t.timestamp_millis().max(0) as u64)
-                    .map_err(|_| {
-                        AdminError::InvalidQuery(format!(
-                            "{name} {text:?} must be an ISO 8601 time"
-                        ))
-                    })
-            })
-            .transpose()
+    let time = |name: &str, value: &Option<String>| {
+        super::filter_time(name, value.as_deref()).map_err(AdminError::InvalidQuery)
     };
     let to = time("to", &query.to)?.unwrap_or(now_ms);
     let from = time("from", &query.from)?.unwrap_or(to.saturating_sub(DEFAULT_RANGE_MS));

@@ -90,6 +90,18 @@ impl ResponseError for AdminError {
     }
 }
 
+/// An optional ISO 8601 time of a filter (`from`, `to`) as epoch ms; `Err`
+/// says which one is not a time, for the caller's error.
+pub fn filter_time(name: &str, value: Option<&str>) -> Result<Option<u64>, String> {
+    value
+        .map(|text| {
+            proto::time::parse_iso8601(text)
+                .map(|t| t.timestamp_millis().max(0) as u64)
+                .map_err(|_| format!("{name} {text:?} must be an ISO 8601 time"))
+        })
+        .transpose()
+}
+
 /// Reads a JSON object body into `T`, naming what is wrong (syntax, unknown
 /// field, wrong type) in the answer. Every admin body is an object: an array
 /// is refused here, because serde would read it as the struct's fields in

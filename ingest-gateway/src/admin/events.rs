@@ -23,6 +23,7 @@ use proto::config::{EventPolicy, UndeclaredProperties, UnplannedEvents};
 
 use super::datasources::existing;
 use super::error::AdminError;
+use crate::log_sql::{self, bound, ArrivalKey, Bind, Past};
 use crate::AppState;
 
 const DEFAULT_LIMIT: u32 = 100;
@@ -164,13 +165,7 @@ pub async fn list(
             .map_err(|e| AdminError::EventLogUnavailable(e.to_string()))?;
     }
     let (sql, binds) = build_sql(&filters);
-    let mut statement = state.event_log.query(&sql);
-    for bind in binds {
-        statement = match bind {
-            Bind::Text(text) => statement.bind(text),
-            Bind::Number(number) => statement.bind(number),
-        };
-    }
+    let statement = bound(state.event_log.query(&sql), binds);
     let fetched: Vec<LogRow> =
         tokio::time::timeout(std::time::Duration::from_secs(30), statement.fetch_all())
             .await
@@ -230,18 +225,8 @@ fn check(scope: String, query: EventLogQuery) -> Result<Filters, AdminError> {
                 ))
             })?,
     };
-    let time = |name: &str, value: Option<String>| -> Result<Option<u64>, AdminError> {
-        value
-            .map(|text| {
-                proto::time::parse_iso8601(&text)
-                    .map(|t| t.timestamp_millis().max(0) as u64)
-                    .map_err(|_| {
-                        AdminError::InvalidQuery(format!(
-                            "{name} {text:?} must be an ISO 8601 time"
-                        ))
-                    })
-            })
-            .transpose()
+    let time = |name: &str, value: Option<String>| {
+        super::filter_time(name, value.as_deref()).map_err(AdminError::InvalidQuery)
     };
     let after = query.cursor.as_deref().map(decode_cursor).transpose()?;
     Ok(Filters {
@@ -256,11 +241,6 @@ fn check(scope: String, query: EventLogQuery) -> Result<Filters, AdminError> {
         limit,
         after,
     })
-}
-
-enum Bind {
-    Text(String),
-    Number(u64),
 }
 
 /// One SELECT per table (each filtered on its own sorting key), merged and
@@ -303,22 +283,17 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
             binds.push(Bind::Number(to));
         }
         if let Some(c) = &filters.after {
-            // (received_at_ms, event_id, kafka_partition, kafka_offset) < cursor, spelled
-            // out: ClickHouse 18.16 does not compare tuples.
-            conditions.push(
-                "(received_at_ms < ? OR (received_at_ms = ? AND (event_id < ? OR (event_id = ? AND \
-                 (kafka_partition < ? OR (kafka_partition = ? AND kafka_offset < ?))))))"
-                    .into(),
+            let (past, past_binds) = log_sql::past(
+                &ArrivalKey {
+                    received_at_ms: c.r,
+                    event_id: c.e.clone(),
+                    partition: c.p,
+                    offset: c.o,
+                },
+                Past::Below,
             );
-            binds.extend([
-                Bind::Number(c.r),
-                Bind::Number(c.r),
-                Bind::Text(c.e.clone()),
-                Bind::Text(c.e.clone()),
-                Bind::Number(u64::from(c.p)),
-                Bind::Number(u64::from(c.p)),
-                Bind::Number(c.o),
-            ]);
+            conditions.push(past);
+            binds.extend(past_binds);
         }
         if table == "rejected_events" && !filters.accepted {
             // No accepted twin to sort before it: left out here.

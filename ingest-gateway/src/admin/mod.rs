@@ -23,7 +23,7 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, HttpResponse, ResponseError};
 use subtle::ConstantTimeEq;
 
-pub use error::{parse_json, AdminError};
+pub use error::{filter_time, parse_json, AdminError};
 
 use crate::auth::hash_key;
 use crate::console::session::{self, SessionRefusal};

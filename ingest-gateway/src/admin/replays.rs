@@ -65,15 +65,8 @@ fn check(request: &ReplayRequest, max_events: u32) -> Result<Filters, AdminError
             )));
         }
     }
-    let time = |name: &str, value: &Option<String>| -> Result<Option<u64>, AdminError> {
-        value
-            .as_deref()
-            .map(|text| {
-                proto::time::parse_iso8601(text)
-                    .map(|t| t.timestamp_millis().max(0) as u64)
-                    .map_err(|_| invalid(format!("{name} {text:?} must be an ISO 8601 time")))
-            })
-            .transpose()
+    let time = |name: &str, value: &Option<String>| {
+        super::filter_time(name, value.as_deref()).map_err(invalid)
     };
     let (from_ms, to_ms) = (time("from", &request.from)?, time("to", &request.to)?);
     if let (Some(from), Some(to)) = (from_ms, to_ms) {
