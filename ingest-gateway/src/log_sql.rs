@@ -22,6 +22,18 @@ pub fn bound(mut query: Query, binds: Vec<Bind>) -> Query {
     query
 }
 
+/// The conditions "received in `[from, to)`", each bound end given.
+pub fn received_within(from_ms: Option<u64>, to_ms: Option<u64>) -> Vec<(&'static str, Bind)> {
+    let mut conditions = Vec::new();
+    if let Some(from) = from_ms {
+        conditions.push(("received_at_ms >= ?", Bind::Number(from)));
+    }
+    if let Some(to) = to_ms {
+        conditions.push(("received_at_ms < ?", Bind::Number(to)));
+    }
+    conditions
+}
+
 /// A row's place in arrival order: (received_at_ms, event_id,
 /// kafka_partition, kafka_offset), which no two rows share.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -167,13 +167,9 @@ fn candidates_where(scope: &str, filters: &Filters) -> (String, Vec<Bind>) {
         conditions.push("event_type = ?".into());
         binds.push(Bind::Text(event_type.clone()));
     }
-    if let Some(from) = filters.from_ms {
-        conditions.push("received_at_ms >= ?".into());
-        binds.push(Bind::Number(from));
-    }
-    if let Some(to) = filters.to_ms {
-        conditions.push("received_at_ms < ?".into());
-        binds.push(Bind::Number(to));
+    for (condition, bind) in log_sql::received_within(filters.from_ms, filters.to_ms) {
+        conditions.push(condition.into());
+        binds.push(bind);
     }
     conditions.push(
         "(kafka_partition, kafka_offset) NOT IN (SELECT kafka_partition, kafka_offset \

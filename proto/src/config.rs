@@ -227,6 +227,26 @@ impl EventPolicy {
             (Accept, Keep) => "accept/keep",
         }
     }
+
+    /// The policy a row records as [`Self::label`]; anything else ('' in
+    /// rows stored before policies existed) reads as the default, which
+    /// such rows were ingested under.
+    pub fn from_label(label: &str) -> Self {
+        use {UndeclaredProperties::*, UnplannedEvents::*};
+        [
+            (Reject, Trim),
+            (Reject, Keep),
+            (Accept, Trim),
+            (Accept, Keep),
+        ]
+        .into_iter()
+        .map(|(unplanned_events, undeclared_properties)| EventPolicy {
+            unplanned_events,
+            undeclared_properties,
+        })
+        .find(|policy| policy.label() == label)
+        .unwrap_or_default()
+    }
 }
 
 /// An event whose type has no schema: `reject`ed with `unknown_event_type`, or
@@ -818,10 +838,11 @@ mod snapshot_tests {
         let text = serde_json::to_string(&source).unwrap_or_default();
         assert!(text.contains(r#""undeclaredProperties":"keep""#), "{text}");
         let read: Result<DataSourceRecord, _> = serde_json::from_str(&text);
-        assert_eq!(
-            read.map(|r| r.policy().label()).ok().as_deref(),
-            Some("reject/keep")
-        );
+        assert_eq!(read.map(|r| r.policy().label()).ok(), Some("reject/keep"));
+        for label in ["reject/trim", "reject/keep", "accept/trim", "accept/keep"] {
+            assert_eq!(EventPolicy::from_label(label).label(), label);
+        }
+        assert!(EventPolicy::from_label("").is_default());
         let wrong = text.replace("keep", "sometimes");
         assert!(serde_json::from_str::<DataSourceRecord>(&wrong).is_err());
     }

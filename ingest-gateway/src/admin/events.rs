@@ -19,7 +19,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use proto::config::{EventPolicy, UndeclaredProperties, UnplannedEvents};
+use proto::config::EventPolicy;
 
 use super::datasources::existing;
 use super::error::AdminError;
@@ -274,13 +274,9 @@ fn build_sql(filters: &Filters) -> (String, Vec<Bind>) {
             ));
             binds.extend(filters.profile_ids.iter().cloned().map(Bind::Text));
         }
-        if let Some(from) = filters.from_ms {
-            conditions.push("received_at_ms >= ?".into());
-            binds.push(Bind::Number(from));
-        }
-        if let Some(to) = filters.to_ms {
-            conditions.push("received_at_ms < ?".into());
-            binds.push(Bind::Number(to));
+        for (condition, bind) in log_sql::received_within(filters.from_ms, filters.to_ms) {
+            conditions.push(condition.into());
+            binds.push(bind);
         }
         if let Some(c) = &filters.after {
             let (past, past_binds) = log_sql::past(
@@ -401,25 +397,6 @@ fn known(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
-/// The policy a row records (`<unplannedEvents>/<undeclaredProperties>`,
-/// 0006_event_policy.sql); '' in rows from before policies, ingested under
-/// the default.
-fn policy_of(label: &str) -> EventPolicy {
-    let (unplanned, undeclared) = label.split_once('/').unwrap_or_default();
-    EventPolicy {
-        unplanned_events: if unplanned == UnplannedEvents::Accept.as_str() {
-            UnplannedEvents::Accept
-        } else {
-            UnplannedEvents::Reject
-        },
-        undeclared_properties: if undeclared == UndeclaredProperties::Keep.as_str() {
-            UndeclaredProperties::Keep
-        } else {
-            UndeclaredProperties::Trim
-        },
-    }
-}
-
 fn entry(row: LogRow) -> LogEntry {
     let accepted = row.status == "accepted";
     let time = |ms: u64| {
@@ -465,7 +442,7 @@ fn entry(row: LogRow) -> LogEntry {
         origin: known(row.origin),
         referer: known(row.referer),
         context: known(row.context).and_then(|text| RawValue::from_string(text).ok()),
-        policy: policy_of(&row.policy),
+        policy: EventPolicy::from_label(&row.policy),
         event_id: row.event_id,
         status: row.status,
         event_type: row.event_type,
